@@ -1,0 +1,97 @@
+"""Dataset names -> files.
+
+Names are SGB's for Visual Genome (``VG_stanford_filtered_with_attribute_{train,val,test}`` in
+``DATA_DIR/vg``; ``VG_stanford_filtered_{split}`` for the older ``VG-SGG.h5`` release), and
+``<folder>_<split>`` for any folder under ``DATA_DIR`` that holds VG150-format files, such as the
+SynthVG datasets ``synthvg_tiny_train`` -> ``DATA_DIR/synthvg_tiny``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+SPLITS = ("train", "val", "test")
+
+# (h5, dicts json) of the two VG150 releases, newest first.
+VG_LAYOUTS = (
+    ("VG-SGG-with-attri.h5", "VG-SGG-dicts-with-attri.json"),
+    ("VG-SGG.h5", "VG-SGG-dicts.json"),
+)
+
+_SGB_NAMES = {
+    "VG_stanford_filtered_with_attribute": ("vg", VG_LAYOUTS[0]),
+    "VG_stanford_filtered": ("vg", VG_LAYOUTS[1]),
+}
+
+
+@dataclass(frozen=True)
+class DatasetFiles:
+    """Where one dataset split lives on disk."""
+
+    name: str
+    split: str
+    root: str
+    roidb_file: str
+    dict_file: str
+    image_file: str
+    img_dir: str
+    depth_dir: str
+    zeroshot_file: str
+
+
+def resolve_data_dir(data_dir: str) -> str:
+    """DATASETS.DATA_DIR, or $SGG_DATA_DIR when it is empty, or ./datasets."""
+    return data_dir or os.environ.get("SGG_DATA_DIR", "") or "datasets"
+
+
+def split_name(name: str) -> Tuple[str, str]:
+    for s in SPLITS:
+        if name.endswith("_" + s):
+            return name[: -len(s) - 1], s
+    raise KeyError(
+        f"dataset name '{name}' must end in _train, _val or _test "
+        f"(e.g. VG_stanford_filtered_with_attribute_train or synthvg_small_test)"
+    )
+
+
+def get_dataset_files(name: str, data_dir: str = "") -> DatasetFiles:
+    """Resolve a dataset name of DATASETS.TRAIN/VAL/TEST to its files (existence not checked here)."""
+    data_dir = resolve_data_dir(data_dir)
+    base, split = split_name(name)
+    if base in _SGB_NAMES:
+        folder, (h5, dicts) = _SGB_NAMES[base]
+        root = os.path.join(data_dir, folder)
+    else:
+        root = os.path.join(data_dir, base)
+        h5, dicts = VG_LAYOUTS[0]
+        for cand_h5, cand_dicts in VG_LAYOUTS:
+            if os.path.exists(os.path.join(root, cand_h5)):
+                h5, dicts = cand_h5, cand_dicts
+                break
+        if not os.path.isdir(root):
+            raise FileNotFoundError(
+                f"dataset '{name}': folder {root} does not exist. Set DATASETS.DATA_DIR (or $SGG_DATA_DIR) "
+                f"to the folder that contains '{base}/', or generate SynthVG data with "
+                f"`python tools/make_synthetic_vg.py --out {root}`"
+            )
+    return DatasetFiles(
+        name=name,
+        split=split,
+        root=root,
+        roidb_file=os.path.join(root, h5),
+        dict_file=os.path.join(root, dicts),
+        image_file=os.path.join(root, "image_data.json"),
+        img_dir=os.path.join(root, "VG_100K"),
+        depth_dir=os.path.join(root, "depth"),
+        zeroshot_file=os.path.join(root, "zeroshot_triplet.pytorch"),
+    )
+
+
+def find_zeroshot_file(files: DatasetFiles, configured: str = "") -> Optional[str]:
+    """The zero-shot triplet file to use: the configured one, else the dataset's own if present."""
+    if configured:
+        if not os.path.isfile(configured):
+            raise FileNotFoundError(f"DATASETS.ZEROSHOT_FILE={configured} does not exist")
+        return configured
+    return files.zeroshot_file if os.path.isfile(files.zeroshot_file) else None

@@ -1,0 +1,146 @@
+import textwrap
+
+import pytest
+
+from sgg.config import ConfigError, get_default_config, load_config, protocol_from_config
+
+# The reference command of Scene-Graph-Benchmark.pytorch / HML (its overrides, as a user types them).
+SGB_OPTS = [
+    "MODEL.ROI_RELATION_HEAD.USE_GT_BOX", "True",
+    "MODEL.ROI_RELATION_HEAD.USE_GT_OBJECT_LABEL", "True",
+    "MODEL.ROI_RELATION_HEAD.PREDICTOR", "MotifPredictor",
+    "SOLVER.IMS_PER_BATCH", "12",
+    "TEST.IMS_PER_BATCH", "2",
+    "DTYPE", "float16",
+    "SOLVER.MAX_ITER", "50000",
+    "SOLVER.VAL_PERIOD", "2000",
+    "SOLVER.CHECKPOINT_PERIOD", "2000",
+    "GLOVE_DIR", "/data/glove",
+    "MODEL.PRETRAINED_DETECTOR_CKPT", "/ckpt/model_final.pth",
+    "OUTPUT_DIR", "/out/motif-precls",
+]
+
+
+def test_sgb_command_overrides_apply():
+    cfg = load_config(opts=SGB_OPTS)
+    assert cfg.MODEL.ROI_RELATION_HEAD.USE_GT_BOX is True
+    assert cfg.MODEL.ROI_RELATION_HEAD.PREDICTOR == "MotifPredictor"
+    assert cfg.SOLVER.IMS_PER_BATCH == 12 and cfg.TEST.IMS_PER_BATCH == 2
+    assert cfg.DTYPE == "float16"
+    assert cfg.SOLVER.MAX_ITER == 50000
+    assert cfg.GLOVE_DIR == "/data/glove"
+    assert cfg.OUTPUT_DIR == "/out/motif-precls"
+    assert protocol_from_config(cfg) == "predcls"
+    assert cfg.is_frozen()
+
+
+@pytest.mark.parametrize("box,label,mode", [(True, True, "predcls"), (True, False, "sgcls"), (False, False, "sgdet")])
+def test_protocol(box, label, mode):
+    cfg = load_config(opts=["MODEL.ROI_RELATION_HEAD.USE_GT_BOX", str(box),
+                            "MODEL.ROI_RELATION_HEAD.USE_GT_OBJECT_LABEL", str(label)])
+    assert protocol_from_config(cfg) == mode
+
+
+def test_predcls_without_gt_box_is_rejected():
+    with pytest.raises(ConfigError, match="USE_GT_OBJECT_LABEL True needs USE_GT_BOX True"):
+        load_config(opts=["MODEL.ROI_RELATION_HEAD.USE_GT_BOX", "False",
+                          "MODEL.ROI_RELATION_HEAD.USE_GT_OBJECT_LABEL", "True"])
+
+
+def test_unknown_key_names_it_and_suggests():
+    with pytest.raises(ConfigError) as e:
+        load_config(opts=["MODEL.ROI_RELATION_HEAD.USE_GT_BOXES", "True"])
+    msg = str(e.value)
+    assert "MODEL.ROI_RELATION_HEAD.USE_GT_BOXES" in msg
+    assert "MODEL.ROI_RELATION_HEAD.USE_GT_BOX" in msg.split("closest known keys:")[1]
+
+
+def test_unknown_section_key_suggests_same_leaf():
+    with pytest.raises(ConfigError, match="closest known keys:.*SOLVER.BASE_LR"):
+        load_config(opts=["SOLVR.BASE_LR", "0.1"])
+
+
+def test_wrong_type_names_key_and_expected_type():
+    with pytest.raises(ConfigError, match=r"SOLVER.MAX_ITER expects int .*got str 'many'"):
+        load_config(opts=["SOLVER.MAX_ITER", "many"])
+    with pytest.raises(ConfigError, match=r"USE_GT_BOX expects a bool"):
+        load_config(opts=["MODEL.ROI_RELATION_HEAD.USE_GT_BOX", "1"])
+    with pytest.raises(ConfigError, match="SOLVER.IMS_PER_BATCH expects int"):
+        load_config(opts=["SOLVER.IMS_PER_BATCH", "1.5"])
+
+
+def test_int_is_accepted_for_float_and_scalar_for_tuple():
+    cfg = load_config(opts=["SOLVER.BASE_LR", "1", "INPUT.MIN_SIZE_TRAIN", "600",
+                            "DATASETS.TRAIN", "synthvg_tiny_train"])
+    assert cfg.SOLVER.BASE_LR == 1.0 and isinstance(cfg.SOLVER.BASE_LR, float)
+    assert cfg.INPUT.MIN_SIZE_TRAIN == (600,)
+    assert cfg.DATASETS.TRAIN == ("synthvg_tiny_train",)
+
+
+def test_odd_override_list():
+    with pytest.raises(ConfigError, match="KEY VALUE pairs"):
+        load_config(opts=["SOLVER.MAX_ITER"])
+
+
+def test_bad_dtype():
+    with pytest.raises(ConfigError, match="DTYPE must be one of"):
+        load_config(opts=["DTYPE", "float64"])
+
+
+def test_base_inheritance_and_override_order(tmp_path):
+    (tmp_path / "base.yaml").write_text(textwrap.dedent("""
+        SOLVER:
+          BASE_LR: 0.5
+          MAX_ITER: 100
+        MODEL:
+          ROI_RELATION_HEAD:
+            PREDICTOR: MotifPredictor
+    """))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "child.yaml").write_text(textwrap.dedent("""
+        _BASE_: ../base.yaml
+        SOLVER:
+          MAX_ITER: 200
+    """))
+    cfg = load_config(str(tmp_path / "sub" / "child.yaml"), ["SOLVER.MAX_ITER", "300"])
+    assert cfg.SOLVER.BASE_LR == 0.5  # from the base
+    assert cfg.SOLVER.MAX_ITER == 300  # command line wins over child wins over base
+    cfg = load_config(str(tmp_path / "sub" / "child.yaml"))
+    assert cfg.SOLVER.MAX_ITER == 200
+
+
+def test_yaml_unknown_key_names_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("SOLVER:\n  BASE_LRR: 0.1\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(str(p))
+    assert str(p) in str(e.value) and "SOLVER.BASE_LRR" in str(e.value)
+
+
+def test_base_loop_and_missing_file(tmp_path):
+    (tmp_path / "a.yaml").write_text("_BASE_: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("_BASE_: a.yaml\n")
+    with pytest.raises(ConfigError, match="loops"):
+        load_config(str(tmp_path / "a.yaml"))
+    with pytest.raises(FileNotFoundError, match="config file not found"):
+        load_config(str(tmp_path / "nope.yaml"))
+
+
+def test_section_given_a_value(tmp_path):
+    with pytest.raises(ConfigError, match="SOLVER is a section"):
+        load_config(opts=["SOLVER", "3"])
+
+
+def test_defaults_not_mutated_between_loads():
+    load_config(opts=["SOLVER.MAX_ITER", "7"])
+    assert get_default_config().SOLVER.MAX_ITER == 40000
+
+
+def test_every_shipped_config_loads():
+    import glob
+    import os
+    root = os.path.join(os.path.dirname(__file__), "..", "configs")
+    files = sorted(glob.glob(os.path.join(root, "**", "*.yaml"), recursive=True))
+    assert files, "configs/ should ship at least one YAML"
+    for f in files:
+        load_config(f)
