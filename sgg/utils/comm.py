@@ -5,11 +5,36 @@ process group, so library code can call them unconditionally.
 """
 from __future__ import annotations
 
+import datetime
 import os
-from typing import Any, List
+from typing import Any, List, Optional
 
 import torch
 import torch.distributed as dist
+
+
+def init_from_env(backend: Optional[str] = None, timeout_minutes: int = 30) -> bool:
+    """Join the process group described by torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK,
+    MASTER_ADDR, MASTER_PORT); a no-op in a single process. Backend: nccl with CUDA, else gloo.
+    Returns whether the run is distributed."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or is_dist():
+        return is_dist()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend=backend, init_method="env://",
+                            timeout=datetime.timedelta(minutes=timeout_minutes))
+    synchronize()
+    return True
+
+
+def shutdown() -> None:
+    """Leave the process group (end of a script)."""
+    if is_dist():
+        dist.destroy_process_group()
 
 
 def is_dist() -> bool:

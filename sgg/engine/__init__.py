@@ -1,0 +1,43 @@
+"""Training engine: process setup (torchrun), the trainer and its hooks.
+
+Importing this package registers the engine's config keys (``sgg.solver.add_engine_config``).
+"""
+from sgg.solver import add_engine_config  # noqa: F401  (registers SOLVER.OPTIMIZER, EMA_DECAY, ...)
+
+from .hooks import (
+    EvalHook,
+    HookBase,
+    LRScheduler,
+    MetricsWriter,
+    PeriodicCheckpointer,
+    default_hooks,
+)
+from .launch import (
+    default_argument_parser,
+    init_distributed,
+    resolve_device,
+    seed_all,
+    setup,
+    shutdown_distributed,
+)
+from .trainer import MetricStorage, ModelEMA, Trainer, move_to_device
+
+__all__ = [
+    "EvalHook",
+    "HookBase",
+    "LRScheduler",
+    "MetricStorage",
+    "MetricsWriter",
+    "ModelEMA",
+    "PeriodicCheckpointer",
+    "Trainer",
+    "add_engine_config",
+    "default_argument_parser",
+    "default_hooks",
+    "init_distributed",
+    "move_to_device",
+    "resolve_device",
+    "seed_all",
+    "setup",
+    "shutdown_distributed",
+]

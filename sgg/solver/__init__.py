@@ -1,0 +1,26 @@
+"""Optimizers and LR schedules (SGB's, with the LR scaling made explicit)."""
+from .build import (
+    add_engine_config,
+    build_lr_scheduler,
+    build_optimizer,
+    effective_base_lr,
+    get_param_groups,
+)
+from .lr_scheduler import (
+    WarmupCosineLR,
+    WarmupMultiStepLR,
+    WarmupReduceLROnPlateau,
+    warmup_factor_at,
+)
+
+__all__ = [
+    "WarmupCosineLR",
+    "WarmupMultiStepLR",
+    "WarmupReduceLROnPlateau",
+    "add_engine_config",
+    "build_lr_scheduler",
+    "build_optimizer",
+    "effective_base_lr",
+    "get_param_groups",
+    "warmup_factor_at",
+]
