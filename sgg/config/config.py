@@ -59,6 +59,8 @@ _TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "str", tuple: "tup
 
 def _coerce(full_key: str, old: Any, new: Any, source: str) -> Any:
     """Check ``new`` against the type of the default ``old``; return the value to store."""
+    if isinstance(new, str) and not isinstance(old, str):
+        new = _decode(new)  # YAML "(600,)" or "1e-3" strings, as yacs reads them
     if old is None or new is None:
         return new
     if isinstance(new, dict):
