@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 import torch
 
@@ -9,3 +11,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _restore_sgg_logger():
+    """Scripts under test call setup_logger, which stops propagation of the 'sgg' logger; undo it
+    so that caplog in later tests sees the package's records."""
+    logger = logging.getLogger("sgg")
+    state = (logger.propagate, list(logger.handlers), logger.level)
+    yield
+    for h in list(logger.handlers):
+        if h not in state[1]:
+            logger.removeHandler(h)
+            h.close()
+    logger.propagate, logger.level = state[0], state[2]
