@@ -247,8 +247,22 @@ def register_config_extension(fn: Callable[[CN], None]) -> Callable[[CN], None]:
     return fn
 
 
+# Modules whose import registers a config extension. Importing them here (lazily, at call time)
+# makes every component's keys known wherever a config is loaded, e.g. a saved config.yaml.
+_COMPONENT_MODULES = (
+    "sgg.solver",
+    "sgg.data.mapper",
+    "sgg.modeling.detector",
+    "sgg.modeling.relation",
+)
+
+
 def get_default_config() -> CN:
     """A fresh, mutable copy of the defaults with every registered extension applied."""
+    import importlib
+
+    for name in _COMPONENT_MODULES:
+        importlib.import_module(name)
     cfg = _C.clone()
     for fn in _EXTENSIONS:
         fn(cfg)

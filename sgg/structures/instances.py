@@ -33,7 +33,9 @@ class Instances:
             self.set(name, value)
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name not in self._fields:
+        if name.startswith("_"):  # e.g. during unpickling, before _fields exists
+            raise AttributeError(name)
+        if name not in self._fields:
             raise AttributeError(f"Instances has no field '{name}'; fields: {sorted(self._fields)}")
         return self._fields[name]
 

@@ -1,0 +1,205 @@
+"""Dataset dict -> model input (see DESIGN.md, "Data flow").
+
+:class:`SceneGraphMapper` reads the image (and depth map), applies the augmentations of
+``transforms.py`` to image, boxes and depth together, and returns::
+
+    {"image": uint8 Tensor [3, H, W] (RGB, resized),
+     "image_id": int, "file_name": str,
+     "height": int, "width": int,                 # ORIGINAL size (image_data.json)
+     "instances": Instances((H, W), gt_boxes=Boxes [N, 4] (resized frame), gt_classes=int64 [N]
+                            [, gt_attributes=int64 [N, 10]]),       # GT
+     "relations": int64 Tensor [M, 3],            # GT: (subject idx, object idx, predicate)
+     "depth": float32 Tensor [1, H, W]}           # only when depth loading is on
+
+GT is ALWAYS in the dict, at test time too, because the evaluator needs it. The keys that hold
+GT are :data:`GT_KEYS`; what a model may read at test time depends on the protocol:
+PredCls -> GT boxes and labels, SGCls -> GT boxes, SGDet -> nothing. Models must take their test
+inputs through :func:`visible_inputs` (or read only what it keeps), so that SGDet inference works
+with every GT key removed.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import numpy as np
+import torch
+from yacs.config import CfgNode as CN
+
+from sgg.config import register_config_extension
+from sgg.structures import Boxes, Instances
+
+from .transforms import Compose, build_transforms
+
+logger = logging.getLogger(__name__)
+
+#: keys of the mapper output that carry ground truth
+GT_KEYS = ("instances", "relations")
+MODES = ("predcls", "sgcls", "sgdet")
+
+
+@register_config_extension
+def add_input_config(cfg: CN) -> None:
+    """``INPUT.LOAD_DEPTH`` (False): read ``depth_file`` (the dataset's ``depth/`` folder) and return
+    ``depth``; ``INPUT.DEPTH_INTERP`` ("nearest" | "linear"): depth resampling on resize;
+    ``INPUT.DEPTH_SCALE`` (1.0): factor applied to stored depth values (e.g. 0.001 for PNG in mm)."""
+    cfg.INPUT.setdefault("LOAD_DEPTH", False)
+    cfg.INPUT.setdefault("DEPTH_INTERP", "nearest")
+    cfg.INPUT.setdefault("DEPTH_SCALE", 1.0)
+
+
+def visible_inputs(d: Dict[str, Any], mode: str) -> Dict[str, Any]:
+    """A shallow copy of a mapper output with only the GT that ``mode`` allows at test time.
+
+    ``predcls``: ``instances`` with ``gt_boxes`` and ``gt_classes``; ``sgcls``: ``instances`` with
+    ``gt_boxes`` only; ``sgdet``: no ``instances``. ``relations`` are always removed.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    out = {k: v for k, v in d.items() if k not in GT_KEYS}
+    if mode != "sgdet" and "instances" in d:
+        inst = d["instances"]
+        keep = ("gt_boxes", "gt_classes") if mode == "predcls" else ("gt_boxes",)
+        out["instances"] = Instances(inst.image_size, **{k: inst.get(k) for k in keep if inst.has(k)})
+    return out
+
+
+def _default_image_loader(path: str) -> np.ndarray:
+    from .datasets.vg150 import load_image
+
+    return load_image(path)
+
+
+def _default_depth_loader(path: str, scale: float) -> np.ndarray:
+    from .datasets.vg150 import load_depth
+
+    return load_depth(path, scale)
+
+
+class SceneGraphMapper:
+    """Callable turning a dataset dict into a model input (module docstring).
+
+    Build it from a config, ``SceneGraphMapper(cfg, is_train, mode)``, or from keywords,
+    ``SceneGraphMapper(is_train=True, mode="sgdet", min_size_train=(600,), ...)``; keywords given
+    with a config override the config's values.
+
+    Args (keywords):
+        is_train: training augmentations (random size, flips, jitter) vs the test resize.
+        mode: ``predcls | sgcls | sgdet``; the output is the same in every mode (GT included), the
+            mode is what :meth:`visible` filters with.
+        min_size_train, max_size_train, min_size_test, max_size_test: resize (SGB ``INPUT.*``).
+        hflip_prob, vflip_prob: flip probabilities (train only).
+        brightness, contrast, saturation, hue: colour jitter (train only, never on depth).
+        load_depth: read ``dataset_dict["depth_file"]`` and return ``depth``.
+        depth_interp: ``"nearest"`` or ``"linear"``; depth_scale: multiplies stored depth values.
+        transforms: a ready :class:`~sgg.data.transforms.Compose` (replaces the above).
+        image_loader: ``path -> uint8 [H, W, 3] RGB`` (default ``vg150.load_image``).
+        depth_loader: ``(path, scale) -> float32 [H, W]`` (default ``vg150.load_depth``).
+    """
+
+    def __init__(self, cfg: Optional[CN] = None, is_train: bool = True, mode: str = "sgdet", **kwargs: Any) -> None:
+        params: Dict[str, Any] = self.from_config(cfg, is_train, mode) if cfg is not None else {}
+        params.update(is_train=is_train, mode=mode)
+        params.update(kwargs)
+        self._setup(**params)
+
+    @staticmethod
+    def from_config(cfg: CN, is_train: bool, mode: str) -> Dict[str, Any]:
+        inp = cfg.INPUT
+        return dict(
+            min_size_train=tuple(inp.MIN_SIZE_TRAIN),
+            max_size_train=inp.MAX_SIZE_TRAIN,
+            min_size_test=inp.MIN_SIZE_TEST,
+            max_size_test=inp.MAX_SIZE_TEST,
+            # SGB flips with probability 0.5 when MODEL.FLIP_AUG is on (off by default).
+            hflip_prob=0.5 if cfg.MODEL.FLIP_AUG else 0.0,
+            vflip_prob=inp.VERTICAL_FLIP_PROB_TRAIN,
+            brightness=inp.BRIGHTNESS,
+            contrast=inp.CONTRAST,
+            saturation=inp.SATURATION,
+            hue=inp.HUE,
+            load_depth=bool(inp.get("LOAD_DEPTH", False)),
+            depth_interp=inp.get("DEPTH_INTERP", "nearest"),
+            depth_scale=float(inp.get("DEPTH_SCALE", 1.0)),
+        )
+
+    def _setup(self, *, is_train: bool, mode: str, min_size_train: Sequence[int] = (600,),
+               max_size_train: int = 1000, min_size_test: int = 600, max_size_test: int = 1000,
+               hflip_prob: float = 0.0, vflip_prob: float = 0.0, brightness: float = 0.0,
+               contrast: float = 0.0, saturation: float = 0.0, hue: float = 0.0, load_depth: bool = False,
+               depth_interp: str = "nearest", depth_scale: float = 1.0, transforms: Optional[Compose] = None,
+               image_loader: Optional[Callable[[str], np.ndarray]] = None,
+               depth_loader: Optional[Callable[[str, float], np.ndarray]] = None) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.is_train = bool(is_train)
+        self.mode = mode
+        self.load_depth = bool(load_depth)
+        self.depth_scale = float(depth_scale)
+        self.depth_interp = depth_interp
+        self.transforms = transforms if transforms is not None else build_transforms(
+            self.is_train, min_size_train=min_size_train, max_size_train=max_size_train,
+            min_size_test=min_size_test, max_size_test=max_size_test, hflip_prob=hflip_prob,
+            vflip_prob=vflip_prob, brightness=brightness, contrast=contrast, saturation=saturation, hue=hue,
+            depth_interp=depth_interp)
+        self.image_loader = image_loader or _default_image_loader
+        self.depth_loader = depth_loader or _default_depth_loader
+
+    def visible(self, d: Dict[str, Any]) -> Dict[str, Any]:
+        """:func:`visible_inputs` with this mapper's mode."""
+        return visible_inputs(d, self.mode)
+
+    def _read_depth(self, path: str, hw: Sequence[int]) -> np.ndarray:
+        import cv2
+
+        depth = self.depth_loader(path, self.depth_scale)
+        h, w = int(hw[0]), int(hw[1])
+        if depth.shape[:2] != (h, w):
+            dh, dw = depth.shape[:2]
+            if abs(dw / dh - w / h) > 0.01 * (w / h):
+                raise ValueError(f"depth map '{path}' is {dh}x{dw} (HxW) but its image is {h}x{w}: the aspect "
+                                 f"ratios differ, so the depth cannot be aligned with the image")
+            interp = cv2.INTER_NEAREST_EXACT if self.depth_interp == "nearest" else cv2.INTER_LINEAR
+            depth = cv2.resize(depth, (w, h), interpolation=interp)
+        return depth.astype(np.float32, copy=False)
+
+    def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
+        d = copy.copy(dataset_dict)
+        image = self.image_loader(d["file_name"])
+        height, width = int(d["height"]), int(d["width"])
+        boxes = np.asarray(d.get("boxes", np.zeros((0, 4))), dtype=np.float32).reshape(-1, 4)
+        ih, iw = image.shape[:2]
+        if (ih, iw) != (height, width):
+            # Annotations live in the (height, width) frame of image_data.json; follow the pixels.
+            logger.warning("image '%s' is %dx%d (HxW) but the dataset says %dx%d; boxes are rescaled to the "
+                           "image", d["file_name"], ih, iw, height, width)
+            boxes = boxes * np.array([iw / width, ih / height, iw / width, ih / height], dtype=np.float32)
+        depth = None
+        if self.load_depth:
+            if "depth_file" not in d:
+                raise KeyError(f"depth loading is on (INPUT.LOAD_DEPTH) but image '{d['file_name']}' has no "
+                               f"depth_file: build the dataset with its depth folder")
+            depth = self._read_depth(d["depth_file"], (ih, iw))
+
+        image, boxes, depth = self.transforms(image, boxes, depth)
+        h, w = image.shape[:2]
+        fields = {
+            "gt_boxes": Boxes(torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32))),
+            "gt_classes": torch.as_tensor(np.asarray(d.get("labels", np.zeros(0)), dtype=np.int64)),
+        }
+        if "attributes" in d:
+            fields["gt_attributes"] = torch.as_tensor(np.asarray(d["attributes"], dtype=np.int64))
+        out = {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "image_id": d["image_id"],
+            "file_name": d["file_name"],
+            "height": height,
+            "width": width,
+            "instances": Instances((h, w), **fields),
+            "relations": torch.as_tensor(np.asarray(d.get("relations", np.zeros((0, 3))),
+                                                    dtype=np.int64).reshape(-1, 3)),
+        }
+        if depth is not None:
+            out["depth"] = torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32))[None]
+        return out
