@@ -161,7 +161,7 @@ def plot_per_predicate_recall(metrics: Mapping[str, Any], path: str,
     if mean_key in metrics:
         title += f", {mean_key} = {100.0 * float(metrics[mean_key]):.2f}"
     if predicate_frequency is not None:
-        title += " (predicates by training frequency, head to tail)"
+        title += "\npredicates by training frequency, head to tail"
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
