@@ -52,7 +52,7 @@ def build_dataset(cfg, name: str, is_train: bool, mode: Optional[str] = None):
     rh = cfg.MODEL.ROI_RELATION_HEAD
     filter_non_overlap = bool(train_split and cfg.MODEL.RELATION_ON and mode == "sgdet" and rh.REQUIRE_BOX_OVERLAP)
     load_depth = bool(cfg.INPUT.get("LOAD_DEPTH", False))
-    return VG150Dataset(
+    dataset = VG150Dataset(
         roidb_file=files.roidb_file,
         dict_file=files.dict_file,
         image_file=files.image_file,
@@ -64,6 +64,8 @@ def build_dataset(cfg, name: str, is_train: bool, mode: Optional[str] = None):
         filter_duplicate_rels=train_split,
         depth_dir=files.depth_dir if load_depth else None,
     )
+    dataset.name = name  # the catalog name (zero-shot file, reports)
+    return dataset
 
 
 class MapDataset(Dataset):

@@ -1,0 +1,85 @@
+"""Relation inference over a test split: run the model, stream its graphs into the evaluator."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from typing import Any, Dict, Optional
+
+import torch
+from tqdm import tqdm
+
+from sgg.utils import comm
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def build_relation_evaluator(cfg, dataset, mode: str):
+    """A :class:`~sgg.evaluation.SceneGraphEvaluator` for ``dataset`` (predicate names, zero-shot
+    triplets from DATASETS.ZEROSHOT_FILE or the dataset folder, IoU threshold, K, box AP)."""
+    from sgg.data.catalog import find_zeroshot_file, get_dataset_files
+    from sgg.data.datasets import load_zeroshot_triplets
+    from sgg.evaluation import SceneGraphEvaluator
+
+    zeroshot = None
+    name = getattr(dataset, "name", None)
+    zs_file = cfg.DATASETS.ZEROSHOT_FILE
+    if not zs_file and name:
+        zs_file = find_zeroshot_file(get_dataset_files(name, cfg.DATASETS.DATA_DIR)) or ""
+    if zs_file:
+        zeroshot = load_zeroshot_triplets(zs_file)
+    return SceneGraphEvaluator(mode, dataset.num_predicates - 1, zeroshot_triplets=zeroshot,
+                               iou_threshold=cfg.TEST.RELATION.IOU_THRESHOLD, ks=cfg.TEST.TOP_K,
+                               predicate_names=dataset.ind_to_predicates[1:],
+                               class_names=dataset.ind_to_classes)
+
+
+def relation_inference(model: torch.nn.Module, data_loader, evaluator, dtype: str = "float32",
+                       max_images: int = -1, predictions_file: Optional[str] = None) -> Dict[str, Any]:
+    """Run ``model`` (eval mode, no_grad, autocast for float16/bfloat16) on ``data_loader`` (a
+    test loader whose ``dataset.dataset`` has ``get_groundtruth``) and return the evaluator's
+    metrics (rank 0; ``{}`` elsewhere). GT comes from the dataset in original pixels, SGB's
+    evaluation GT. ``predictions_file``: also save the compact predictions (.npz) for re-scoring.
+    """
+    dataset = data_loader.dataset.dataset
+    index = {int(dataset.get_img_info(i)["image_id"]): i for i in range(len(dataset))}
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    evaluator.reset()
+    autocast = (torch.autocast(device.type, dtype=_DTYPES[dtype]) if dtype in _DTYPES
+                else contextlib.nullcontext())
+    seen, start = 0, time.perf_counter()
+    try:
+        with torch.no_grad(), autocast:
+            for batch in tqdm(data_loader, desc="inference", disable=not comm.is_main_process(),
+                              leave=False):
+                graphs = model(batch)
+                gts = [dataset.get_groundtruth(index[int(d["image_id"])]) for d in batch]
+                evaluator.process(gts, [g.to_numpy() for g in graphs])
+                seen += len(batch)
+                if 0 < max_images <= seen:
+                    break
+    finally:
+        model.train(was_training)
+    elapsed = time.perf_counter() - start
+    logger.info("inference: %d images on rank %d in %.1fs (%.1f ms/image)", seen, comm.get_rank(), elapsed,
+                1000 * elapsed / max(seen, 1))
+    metrics = evaluator.evaluate()
+    if predictions_file:
+        evaluator.save(predictions_file, metadata={"dataset": getattr(dataset, "name", "")})
+    return metrics
+
+
+def save_metrics(metrics: Dict[str, Any], output_dir: str, name: str, predicate_frequency=None) -> None:
+    """Rank 0: the report files (txt table, json, per-predicate png) under ``output_dir``."""
+    if not comm.is_main_process() or not metrics:
+        return
+    from sgg.evaluation import write_report
+
+    os.makedirs(output_dir, exist_ok=True)
+    write_report(metrics, output_dir, name=name, predicate_frequency=predicate_frequency,
+                 predicate_names=metrics.get("predicate_names"))
