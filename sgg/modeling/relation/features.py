@@ -174,13 +174,16 @@ class UnionFeatureExtractor(nn.Module):
         if not self.pool_all_levels:
             return self.pooler(features, boxes, image_sizes)
         max_h = max(s[0] for s in image_sizes)
+        # The detector's pooler knows its level scales and ROIAlign flavour (sgg's LevelRoIAlign);
+        # a plain torchvision MultiScaleRoIAlign infers powers of 2 and uses legacy ROIAlign.
+        scales = getattr(self.pooler, "scales", None)
+        aligned = bool(getattr(self.pooler, "aligned", False))
         pooled = []
-        for name in self.featmap_names:
+        for i, name in enumerate(self.featmap_names):
             feat = features[name]
-            # the scale torchvision's MultiScaleRoIAlign infers: a power of 2 of map / image size
-            scale = 2.0 ** round(math.log2(feat.shape[-2] / max_h))
+            scale = scales[i] if scales else 2.0 ** round(math.log2(feat.shape[-2] / max_h))
             pooled.append(roi_align(feat, boxes, self.resolution, spatial_scale=scale,
-                                    sampling_ratio=self.sampling_ratio, aligned=False))
+                                    sampling_ratio=self.sampling_ratio, aligned=aligned))
         return self.reduce_channel(torch.cat(pooled, dim=1))
 
     def forward(self, features: Dict[str, torch.Tensor], proposals: Sequence[Instances],
