@@ -290,3 +290,19 @@ def test_glove_cache_dir(tmp_path):
     txt.unlink()  # the cached rows are used without GloVe
     assert torch.equal(load_word_vectors(NAMES, str(glove), dim=4, cache_dir=str(cache)), a)
     assert not list(glove.iterdir())  # nothing written next to GloVe
+
+
+@pytest.mark.parametrize("mode", ["predcls", "sgdet"])
+def test_bfloat16_autocast_on_cpu_with_equal_lengths(mode):
+    # oneDNN's bf16 LSTM rejected float32 packed inputs of equal lengths; the context LSTMs run
+    # in float32 outside autocast.
+    torch.manual_seed(0)
+    pred = _predictor(mode).train()
+    props = [_image(3, 1), _image(3, 2)]
+    x, pairs, union = _inputs(props)
+    labels = torch.cat([p.labels for p in props])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = pred(x.bfloat16(), props, pairs, union.bfloat16(), obj_labels=labels)
+    assert all(torch.isfinite(r.float()).all() for r in out.rel_logits)
+    sum(r.float().sum() for r in out.rel_logits).backward()
+    assert pred.context_layer.obj_ctx_rnn.weight_ih_l0.grad is not None

@@ -123,8 +123,11 @@ class _SortedPacking:
 
     def run_lstm(self, lstm: nn.LSTM, x: torch.Tensor) -> torch.Tensor:
         padded = self.pad(x)
-        packed = pack_padded_sequence(padded, self.lengths, batch_first=True, enforce_sorted=False)
-        out, _ = lstm(packed)
+        # LSTMs run in float32 outside autocast: oneDNN's CPU bf16 LSTM rejects float32 packed
+        # inputs of equal lengths, and recurrent state accumulates rounding in low precision.
+        with torch.autocast(device_type=padded.device.type, enabled=False):
+            packed = pack_padded_sequence(padded.float(), self.lengths, batch_first=True, enforce_sorted=False)
+            out, _ = lstm(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=self.max_len)
         return self.unpad(out)
 
