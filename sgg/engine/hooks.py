@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import math
 import logging
 import os
 import random
@@ -295,7 +296,9 @@ class MetricsWriter(HookBase):
                         t.max_iter, losses, ("  " + others) if others else "", row.get("time", 0.0),
                         row.get("data_time", 0.0), row.get("lr", float("nan")), mem)
         if self._json is not None:
-            self._json.write(json.dumps({"iteration": it, **row}, sort_keys=False) + "\n")
+            # strict JSON: NaN / inf (e.g. zR on a split without zero-shot rows) are written as null
+            clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+            self._json.write(json.dumps({"iteration": it, **clean}, sort_keys=False, allow_nan=False) + "\n")
             self._json.flush()
         if self._tb is not None:
             for k, v in row.items():

@@ -68,8 +68,10 @@ def relation_inference(model: torch.nn.Module, data_loader, evaluator, dtype: st
     elapsed = time.perf_counter() - start
     logger.info("inference: %d images on rank %d in %.1fs (%.1f ms/image)", seen, comm.get_rank(), elapsed,
                 1000 * elapsed / max(seen, 1))
-    metrics = evaluator.evaluate()
-    if predictions_file:
+    metrics = evaluator.evaluate()  # collective: every rank's records are gathered on rank 0
+    if predictions_file and comm.is_main_process():
+        # Rank 0 keeps the gathered records; a second gather from the other ranks alone would
+        # wait for a rank 0 that never joins it (it crashed 2-process runs at exit).
         evaluator.save(predictions_file, metadata={"dataset": getattr(dataset, "name", "")})
     return metrics
 

@@ -95,6 +95,7 @@ class SceneGraphEvaluator:
         if self._gathered is None:
             parts = comm.gather(self._records, dst=0)
             if not comm.is_main_process():
+                self._gathered = []  # gathered once: a later call must not start a second gather
                 return []
             self._gathered = order_records([rec for part in parts for rec in part])
         return self._gathered
