@@ -92,7 +92,7 @@ def main(args):
     trainer = Trainer.from_config(cfg, model, data_loader, evaluate_fn=evaluate_fn, hooks=hooks)
     trainer.resume_or_load(cfg.MODEL.WEIGHT, resume=args.resume)
     state = trainer.train()
-    if state == "completed" and cfg.DATASETS.TEST:
+    if state in ("completed", "stopped_early") and cfg.DATASETS.TEST:
         evaluate_all(cfg, trainer.model, cfg.DATASETS.TEST)
     return state
 

@@ -82,7 +82,7 @@ def train_relation(cfg, resume: bool = True) -> Dict[str, Any]:
     trainer.resume_or_load(cfg.MODEL.WEIGHT, resume=resume)
     state = trainer.train()
     results: Dict[str, Any] = {"state": state}
-    if state == "completed":
+    if state in ("completed", "stopped_early"):  # not after preemption (SIGTERM)
         eval_model = trainer.ema.model if getattr(trainer, "ema", None) is not None else trainer.model
         for name in cfg.DATASETS.TEST:
             results[name] = evaluate_split(cfg, _unwrap(eval_model), name,
