@@ -68,6 +68,8 @@ def train_relation(cfg, resume: bool = True) -> Dict[str, Any]:
 
     from .trainer import Trainer
 
+    if cfg.MODEL.HML.ENABLED:
+        return train_relation_hml(cfg, resume=resume)
     mode = protocol_from_config(cfg)
     model, train_dataset, stats = build_relation_model(cfg)
     logger.info("protocol %s; %d train images; model:\n%s", mode, len(train_dataset), model)
@@ -81,6 +83,10 @@ def train_relation(cfg, resume: bool = True) -> Dict[str, Any]:
     # MODEL.WEIGHT (a full sgg relation checkpoint) initialises when there is nothing to resume.
     trainer.resume_or_load(cfg.MODEL.WEIGHT, resume=resume)
     state = trainer.train()
+    return _test_after_training(cfg, trainer, state, stats)
+
+
+def _test_after_training(cfg, trainer, state: str, stats) -> Dict[str, Any]:
     results: Dict[str, Any] = {"state": state}
     if state in ("completed", "stopped_early"):  # not after preemption (SIGTERM)
         eval_model = trainer.ema.model if getattr(trainer, "ema", None) is not None else trainer.model
@@ -88,6 +94,74 @@ def train_relation(cfg, resume: bool = True) -> Dict[str, Any]:
             results[name] = evaluate_split(cfg, _unwrap(eval_model), name,
                                            predicate_frequency=stats["predicate_counts"])
     return results
+
+
+def train_relation_hml(cfg, resume: bool = True) -> Dict[str, Any]:
+    """HML (MODEL.HML.ENABLED): stage 1 on the coarse predicates (fine-labelled pairs ignored),
+    then the Fisher estimate and the stage-1 files (anchor parameters, Fisher, parent head,
+    hierarchy[, confidence]) in MODEL.HML.STAGE1_DIR, then stage 2 on all predicates with
+    class-balanced CE + prediction distillation + parameter anchoring. MODEL.HML.STAGE 0 runs both
+    (re-running resumes where it stopped), 1 only stage 1, 2 only stage 2 from the stage-1 files
+    (any number of ranks)."""
+    import os
+
+    from sgg.data.build import build_train_loader
+    from sgg.distill import hml
+
+    from .trainer import Trainer
+
+    hml.validate_hml_config(cfg)
+    mode = protocol_from_config(cfg)
+    stage = cfg.MODEL.HML.STAGE
+    s1_dir = hml.stage1_dir(cfg)
+
+    def loader(c, dataset):
+        return lambda start_iter: build_train_loader(c, mode=mode, start_iter=start_iter, dataset=dataset)
+
+    def validator(c):
+        return partial(_validate, c, name=c.DATASETS.VAL[0]) if c.DATASETS.VAL and c.SOLVER.TO_VAL else None
+
+    if stage in (0, 1) and not os.path.isfile(hml.stage1_file(s1_dir)):
+        model, train_dataset, stats = build_relation_model(cfg)
+        hier = hml.build_hierarchy(cfg, stats)
+        logger.info("HML stage 1: coarse predicates %s", [stats["rel_classes"][i] for i in hier.coarse_ids])
+        hml.configure_stage1(model, hier)
+        cfg1 = hml.stage_config(cfg, 1)
+        trainer = Trainer.from_config(cfg1, model, loader(cfg1, train_dataset), evaluate_fn=validator(cfg1))
+        trainer.resume_or_load(cfg.MODEL.WEIGHT, resume=resume)
+        state = trainer.train()
+        if state not in ("completed", "stopped_early"):
+            return {"state": state, "stage": 1}
+        params = hml.hml_anchor_params(trainer.model)
+        fisher = hml.estimate_fisher(trainer.model, params,
+                                     build_train_loader(cfg1, mode=mode, start_iter=0, dataset=train_dataset),
+                                     alpha=cfg.SOLVER.ALPHA_FOR_FISHER, num_batches=cfg.MODEL.HML.FISHER_BATCHES,
+                                     progress=comm.is_main_process())
+        confidence = None
+        if cfg.MODEL.USE_CONFIDENCE:
+            metrics = evaluate_split(cfg1, _unwrap(trainer.model), cfg.DATASETS.VAL[0], save=False)
+            if comm.is_main_process():
+                confidence = hml.confidence_from_metrics(metrics, train_dataset.num_predicates,
+                                                         cfg.MODEL.HML.CONFIDENCE_K)
+        if comm.is_main_process():
+            hml.save_stage1(s1_dir, hml.snapshot(params), fisher, hier, hml.relation_head_state(trainer.model),
+                            confidence, meta={"iterations": cfg1.SOLVER.MAX_ITER, "mode": mode})
+        comm.synchronize()
+        del trainer, model
+    if stage == 1:
+        return {"state": "completed", "stage": 1}
+
+    st = hml.load_stage1(s1_dir)
+    model, train_dataset, stats = build_relation_model(cfg)
+    if not cfg.MODEL.HML.FRESH_INIT_STAGE2:
+        hml.init_from_stage1(model, st)
+    hml_loss = hml.HMLLoss.from_config(cfg, model, st, stats["predicate_counts"])
+    cfg2 = hml.stage_config(cfg, 2)
+    trainer = Trainer.from_config(cfg2, model, loader(cfg2, train_dataset), evaluate_fn=validator(cfg2),
+                                  extra_losses=[hml_loss])
+    trainer.resume_or_load("", resume=resume)  # "" keeps the stage-1 initialisation
+    state = trainer.train()
+    return _test_after_training(cfg2, trainer, state, stats)
 
 
 def _validate(cfg, model, name: str) -> Dict[str, Any]:
