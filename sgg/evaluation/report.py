@@ -185,3 +185,35 @@ def write_report(metrics: Mapping[str, Any], output_dir: str, name: str = "relat
             metrics, os.path.join(output_dir, f"{name}_per_predicate.png"),
             predicate_frequency=predicate_frequency, predicate_names=predicate_names)
     return paths
+
+
+def format_comparison(runs: Mapping[str, Mapping[str, Any]], ks: Sequence[int] = (20, 50, 100),
+                      predicate_frequency: Optional[Sequence[float]] = None,
+                      predicate_names: Optional[Sequence[str]] = None, detail_k: int = 100) -> str:
+    """A percentage table of R@K / mR@K (and F@K) for several runs, then per-predicate R@detail_k
+    side by side, predicates ordered head -> tail by ``predicate_frequency`` with head/body/tail
+    means (thirds of the predicates). ``runs``: {name: metrics dict of :func:`evaluate_records`}."""
+    names = list(runs)
+    cols = [f"{m}@{k}" for m in ("R", "mR", "F") for k in ks]
+    width = max(10, max(len(n) for n in names) + 2)
+    lines = ["run".ljust(width) + "".join(c.rjust(9) for c in cols)]
+    for n in names:
+        m = runs[n]
+        lines.append(n.ljust(width) + "".join(
+            ("%9.2f" % (100 * float(m[c]))) if c in m and m[c] is not None else "      n/a" for c in cols))
+    key = f"per_predicate_R@{detail_k}"
+    if all(key in runs[n] for n in names):
+        num = len(runs[names[0]][key])
+        order = predicate_order(predicate_frequency, num)
+        pnames = _names(runs[names[0]], predicate_names, num)
+        lines += ["", f"per-predicate R@{detail_k} (%), head -> tail" + (" by training frequency"
+                                                                      if predicate_frequency is not None else "")]
+        lines.append("predicate".ljust(18) + "".join(n[:12].rjust(14) for n in names))
+        for i in order:
+            lines.append(str(pnames[i])[:17].ljust(18) + "".join(
+                "%14.2f" % (100 * float(runs[n][key][i])) for n in names))
+        thirds = np.array_split(np.asarray(order), 3)
+        for label, idx in zip(("head third", "body third", "tail third"), thirds):
+            lines.append(label.ljust(18) + "".join(
+                "%14.2f" % (100 * float(np.mean([runs[n][key][i] for i in idx]))) for n in names))
+    return "\n".join(lines) + "\n"
