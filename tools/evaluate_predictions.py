@@ -14,7 +14,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from sgg.config import load_config  # noqa: E402
-from sgg.data.catalog import find_zeroshot_file, get_dataset_files  # noqa: E402
+from sgg.data.catalog import find_zeroshot_file, get_dataset_files, train_split_of  # noqa: E402
 from sgg.data.datasets import VG150Dataset, load_zeroshot_triplets  # noqa: E402
 from sgg.data.statistics import get_dataset_statistics  # noqa: E402
 from sgg.evaluation import format_report, format_summary_table, write_report  # noqa: E402
@@ -40,7 +40,7 @@ def main(argv=None):
                                   zeroshot_triplets=load_zeroshot_triplets(zs_file) if zs_file else None,
                                   iou_threshold=cfg.TEST.RELATION.IOU_THRESHOLD,
                                   with_box_ap=not args.no_box_ap)
-    train_files = get_dataset_files(files.name.rsplit("_", 1)[0] + "_train", cfg.DATASETS.DATA_DIR)
+    train_files = get_dataset_files(train_split_of(files.name), cfg.DATASETS.DATA_DIR)
     stats = get_dataset_statistics(train_files, cache_dir=cfg.OUTPUT_DIR, num_val_im=cfg.DATASETS.NUM_VAL_IMAGES)
     paths = write_report(metrics, cfg.OUTPUT_DIR, name=args.name, predicate_frequency=stats["predicate_counts"],
                          predicate_names=dataset.ind_to_predicates[1:])

@@ -55,6 +55,12 @@ def split_name(name: str) -> Tuple[str, str]:
     )
 
 
+def train_split_of(name: str) -> str:
+    """The train split of the dataset a split name belongs to (``synthvg_small_test`` ->
+    ``synthvg_small_train``): where its statistics come from."""
+    return split_name(name)[0] + "_train"
+
+
 def get_dataset_files(name: str, data_dir: str = "") -> DatasetFiles:
     """Resolve a dataset name of DATASETS.TRAIN/VAL/TEST to its files (existence not checked here)."""
     data_dir = resolve_data_dir(data_dir)

@@ -20,7 +20,8 @@ from .launch import resolve_device
 logger = logging.getLogger(__name__)
 
 
-def _statistics(cfg, train_dataset):
+def _statistics(cfg):
+    """SGB's train statistics of DATASETS.TRAIN[0] (own filters, independent of the protocol), cached."""
     from sgg.data.catalog import get_dataset_files
     from sgg.data.statistics import get_dataset_statistics
 
@@ -35,7 +36,7 @@ def build_relation_model(cfg):
 
     mode = protocol_from_config(cfg)
     train_dataset = build_dataset(cfg, cfg.DATASETS.TRAIN[0], is_train=True, mode=mode)
-    stats = _statistics(cfg, train_dataset)
+    stats = _statistics(cfg)
     model = build_sgg_model(cfg, stats, train_dataset.num_classes, train_dataset.num_predicates)
     model.to(resolve_device(cfg.MODEL.DEVICE))
     return model, train_dataset, stats

@@ -68,7 +68,7 @@ def run_baselines(cfg, names: Sequence[str] = BASELINES, split_name: Optional[st
     Returns ``{name: metrics}`` on rank 0 and writes ``<name>`` reports (txt, json, png) to
     OUTPUT_DIR. The statistics come from the train split of the same dataset (cached in OUTPUT_DIR).
     """
-    from ..data.catalog import find_zeroshot_file, get_dataset_files
+    from ..data.catalog import find_zeroshot_file, get_dataset_files, train_split_of
     from ..data.datasets import VG150Dataset, load_depth, load_zeroshot_triplets
     from ..data.statistics import get_dataset_statistics
     from . import SceneGraphEvaluator, write_report
@@ -78,7 +78,7 @@ def run_baselines(cfg, names: Sequence[str] = BASELINES, split_name: Optional[st
         raise ValueError(f"unknown baseline(s) {sorted(unknown)}; choose from {BASELINES}")
     split_name = split_name or cfg.DATASETS.TEST[0]
     files = get_dataset_files(split_name, cfg.DATASETS.DATA_DIR)
-    train_files = get_dataset_files(split_name.rsplit("_", 1)[0] + "_train", cfg.DATASETS.DATA_DIR)
+    train_files = get_dataset_files(train_split_of(split_name), cfg.DATASETS.DATA_DIR)
     stats = get_dataset_statistics(train_files, cache_dir=cfg.OUTPUT_DIR,
                                    num_val_im=cfg.DATASETS.NUM_VAL_IMAGES)
     synth_cfg = None
