@@ -235,15 +235,21 @@ def instrument_sgdet(model, timer: StageTimer) -> None:
     timer.wrap(det.roi_heads, "inference", "box_head")
     timer.wrap(head.sampler, "test_pairs", "pairs")
     timer.hook_module(head.box_feature_extractor, "obj_feats")
-    timer.hook_module(head.union_feature_extractor, "union_feats")
+    union = head.union_feature_extractor
+    timer.hook_module(union, "union_feats")
+    if hasattr(union, "_pool_all_levels"):
+        timer.wrap(union, "_pool_all_levels", "union_pool")
+    timer.hook_module(getattr(union, "reduce_channel", None), "union_reduce")
+    timer.hook_module(getattr(union, "rect_conv", None), "union_rect")
+    timer.hook_module(getattr(union, "head", None), "union_head")
     pred = head.predictor
     timer.hook_module(pred, "predictor")
     ctx = getattr(pred, "context_layer", None)
     timer.hook_module(ctx, "context")
     timer.hook_module(getattr(ctx, "decoder_rnn", None), "decoder")
     motifs_mod = sys.modules.get(type(pred).__module__)
-    if motifs_mod is not None and hasattr(motifs_mod, "class_aware_nms_labels"):
-        timer.wrap(motifs_mod, "class_aware_nms_labels", "ctx_nms", instance=False)
+    if motifs_mod is not None and hasattr(motifs_mod, "class_aware_nms_labels_batched"):
+        timer.wrap(motifs_mod, "class_aware_nms_labels_batched", "ctx_nms", instance=False)
     timer.wrap(head_mod, "postprocess_relations", "rel_post", instance=False)
 
 
@@ -255,7 +261,12 @@ BREAKDOWN = [
     ("detector", "box head + detection NMS", "box_head", ()),
     ("relation features", "pair enumeration", "pairs", ()),
     ("relation features", "object ROI features (ROIAlign + fc6/fc7)", "obj_feats", ()),
-    ("relation features", "union-box features (ROIAlign + rect + fc6/fc7)", "union_feats", ()),
+    ("relation features", "union-box features: ROIAlign on all levels", "union_pool", ("union_reduce",)),
+    ("relation features", "union-box features: level-reduce conv 3x3", "union_reduce", ()),
+    ("relation features", "union-box features: rectangle-mask convs", "union_rect", ()),
+    ("relation features", "union-box features: fc6/fc7", "union_head", ()),
+    ("relation features", "union-box features: boxes, masks, glue", "union_feats",
+     ("union_pool", "union_rect", "union_head")),
     ("context", "object/edge context LSTMs", "context", ("decoder", "ctx_nms")),
     ("context", "object decoder (greedy)", "decoder", ()),
     ("context", "class-aware NMS relabel", "ctx_nms", ()),

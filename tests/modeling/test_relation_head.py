@@ -263,6 +263,47 @@ def test_class_aware_nms_labels():
     assert class_aware_nms_labels(probs[:0], boxes[:0]).shape == (0,)
 
 
+def _sgb_obj_prediction_nms(probs, boxes, thresh):
+    """SGB's ``obj_prediction_nms`` literally (numpy loop; label 0 when a box lost every class)."""
+    import numpy as np
+
+    n = probs.shape[0]
+    from sgg.modeling.relation.postprocess import _iou_per_class
+
+    is_overlap = (_iou_per_class(boxes[:, None, :]).expand(n, n, probs.shape[1] - 1) >= thresh).numpy()
+    is_overlap = np.concatenate([np.zeros((n, n, 1), bool), is_overlap], axis=2)
+    prob = probs.numpy().copy()
+    prob[:, 0] = 0
+    label = np.zeros(n, dtype=np.int64)
+    for _ in range(n):
+        b, c = np.unravel_index(prob.argmax(), prob.shape)
+        if label[b] == 0:
+            label[b] = c
+        prob[is_overlap[b, :, c], c] = 0.0
+        prob[b] = -1.0
+    return label
+
+
+def test_class_aware_nms_labels_batched_matches_sgb_and_single():
+    from sgg.modeling.relation.postprocess import class_aware_nms_labels_batched
+
+    g = torch.Generator().manual_seed(0)
+    probs, boxes = [], []
+    for n in (7, 0, 12, 3):
+        xy = torch.rand(n, 2, generator=g) * 40
+        wh = 10 + torch.rand(n, 2, generator=g) * 30
+        boxes.append(torch.cat([xy, xy + wh], 1))  # heavy overlap: many suppressions
+        probs.append(torch.softmax(torch.randn(n, 6, generator=g) * 2, 1))
+    batched = class_aware_nms_labels_batched(probs, boxes, 0.3)
+    for pr, bx, lab in zip(probs, boxes, batched):
+        assert torch.equal(lab, class_aware_nms_labels(pr, bx, 0.3))
+        ref = torch.from_numpy(_sgb_obj_prediction_nms(pr, bx, 0.3))
+        picked = ref > 0  # SGB gives 0 to a box that lost every class; sgg its argmax instead
+        assert torch.equal(lab[picked], ref[picked])
+        assert torch.equal(lab[~picked], pr[~picked, 1:].argmax(1) + 1)
+    assert sum(int((_sgb_obj_prediction_nms(p, b, 0.3) > 0).sum()) for p, b in zip(probs, boxes)) >= 15
+
+
 def test_postprocess_ordering_and_scores():
     props = [Instances((64, 64), boxes=Boxes(BOXES[0]), labels=LABELS[0])]
     pairs = [all_pairs(4)]
@@ -393,7 +434,7 @@ def test_explicit_generator_controls_sampling():
 def test_build_relation_head_from_config():
     cfg = get_default_config()
     rh = cfg.MODEL.ROI_RELATION_HEAD
-    assert rh.SGDET_MATCH_LABELS == "assigned" and rh.UNION_CHUNK_SIZE == 512
+    assert rh.SGDET_MATCH_LABELS == "assigned" and rh.UNION_CHUNK_SIZE == 4096
     rh.CONTEXT_HIDDEN_DIM, rh.CONTEXT_POOLING_DIM, rh.EMBED_DIM = 16, 24, 10
     rh.BATCH_SIZE_PER_IMAGE = 8
     cfg.GLOVE_DIR = ""

@@ -447,13 +447,19 @@ class FasterRCNNDetector(nn.Module):
     def __init__(self, backbone: nn.Module, rpn: RPN, roi_heads: BoxHeads, *,
                  pixel_mean: Sequence[float] = (102.9801, 115.9465, 122.7717),
                  pixel_std: Sequence[float] = (1.0, 1.0, 1.0), to_bgr255: bool = True,
-                 size_divisibility: int = 32) -> None:
+                 size_divisibility: int = 32, channels_last: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.rpn = rpn
         self.roi_heads = roi_heads
         self.to_bgr255 = bool(to_bgr255)
         self.size_divisibility = int(size_divisibility)
+        # NHWC convolutions (cuDNN's fast path for grouped ResNeXt convs and tensor cores); the
+        # results are the same up to floating-point summation order.
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+            self.rpn.head.to(memory_format=torch.channels_last)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
 
@@ -495,6 +501,8 @@ class FasterRCNNDetector(nn.Module):
         batch = imgs[0].new_zeros((len(imgs), 3, hp, wp))
         for b, x in zip(batch, imgs):
             b[:, : x.shape[1], : x.shape[2]].copy_(x)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
         return batch, sizes
 
     def _targets(self, batched_inputs: Sequence[dict]) -> List[Dict[str, Tensor]]:

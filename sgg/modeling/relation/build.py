@@ -24,7 +24,7 @@ def add_relation_config(cfg: CN) -> None:
     """Relation-head keys that SGB does not have (SGB's own keys live in the defaults).
 
     MODEL.ROI_RELATION_HEAD.
-      UNION_CHUNK_SIZE (512): pairs per chunk of union-feature computation (memory bound).
+      UNION_CHUNK_SIZE (4096): pairs per chunk of union-feature computation (memory bound).
       RECT_MASK_FRAME ("image"): frame of the 2-channel subject/object rectangle masks: "image"
           (SGB: boxes of the whole image drawn on a 27x27 grid) or "union" (neural-motifs: boxes
           drawn inside the pair's union box).
@@ -40,7 +40,7 @@ def add_relation_config(cfg: CN) -> None:
     """
     rh = cfg.MODEL.ROI_RELATION_HEAD
     defaults = {
-        "UNION_CHUNK_SIZE": 512,
+        "UNION_CHUNK_SIZE": 4096,
         "RECT_MASK_FRAME": "image",
         "SGDET_MATCH_LABELS": "assigned",
         "SGDET_GT_REL_SAMPLING": "top",

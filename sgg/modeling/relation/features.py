@@ -39,6 +39,13 @@ def _output_size(pooler: nn.Module) -> Tuple[int, int]:
     return (int(size[0]), int(size[1]))
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return bool(torch.is_autocast_enabled(device_type))
+    except TypeError:  # torch < 2.4
+        return bool(torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled())
+
+
 def _image_sizes(proposals: Sequence[Instances]) -> List[Tuple[int, int]]:
     return [tuple(p.image_size) for p in proposals]
 
@@ -121,7 +128,7 @@ class UnionFeatureExtractor(nn.Module):
 
     def __init__(self, box_roi_pool: nn.Module, box_head: nn.Module, in_channels: Optional[int] = None,
                  pool_all_levels: bool = True, rect_size: Optional[int] = None,
-                 mask_frame: str = "image", chunk_size: int = 512, copy_modules: bool = True) -> None:
+                 mask_frame: str = "image", chunk_size: int = 4096, copy_modules: bool = True) -> None:
         super().__init__()
         self.pooler = copy.deepcopy(box_roi_pool) if copy_modules else box_roi_pool
         self.head = copy.deepcopy(box_head) if copy_modules else box_head
@@ -169,20 +176,20 @@ class UnionFeatureExtractor(nn.Module):
         s = (s + 2 * 3 - 7) // 2 + 1
         return (s + 2 * 1 - 3) // 2 + 1
 
-    def _pool(self, features: Dict[str, torch.Tensor], boxes: List[torch.Tensor],
-              image_sizes: List[Tuple[int, int]]) -> torch.Tensor:
-        if not self.pool_all_levels:
-            return self.pooler(features, boxes, image_sizes)
+    def _pool_all_levels(self, levels: Sequence[torch.Tensor], rois: torch.Tensor,
+                         image_sizes: List[Tuple[int, int]]) -> torch.Tensor:
+        """``rois [K, 5]`` (batch index, x1, y1, x2, y2) ROI-aligned on every level (``levels`` in
+        ``featmap_names`` order), concatenated, reduced to C channels. The batch-index form needs
+        no per-image box lists (no host sync)."""
         max_h = max(s[0] for s in image_sizes)
         # The detector's pooler knows its level scales and ROIAlign flavour (sgg's LevelRoIAlign);
         # a plain torchvision MultiScaleRoIAlign infers powers of 2 and uses legacy ROIAlign.
         scales = getattr(self.pooler, "scales", None)
         aligned = bool(getattr(self.pooler, "aligned", False))
         pooled = []
-        for i, name in enumerate(self.featmap_names):
-            feat = features[name]
+        for i, feat in enumerate(levels):
             scale = scales[i] if scales else 2.0 ** round(math.log2(feat.shape[-2] / max_h))
-            pooled.append(roi_align(feat, boxes, self.resolution, spatial_scale=scale,
+            pooled.append(roi_align(feat, rois.to(feat.dtype), self.resolution, spatial_scale=scale,
                                     sampling_ratio=self.sampling_ratio, aligned=aligned))
         return self.reduce_channel(torch.cat(pooled, dim=1))
 
@@ -201,15 +208,22 @@ class UnionFeatureExtractor(nn.Module):
             img_ids.append(torch.full((pairs.shape[0],), i, dtype=torch.long, device=b.device))
         subj, obj, img_ids = torch.cat(subj), torch.cat(obj), torch.cat(img_ids)
         sizes = _image_sizes(proposals)
+        levels = [features[n] for n in self.featmap_names]
+        if self.pool_all_levels and _autocast_enabled(ref.device.type):
+            # torchvision's ROIAlign runs in float32 under autocast and wants contiguous NCHW maps:
+            # convert the levels once here, not once per chunk.
+            levels = [f.float().contiguous() for f in levels]
         outs = []
         for start in range(0, total, self.chunk_size):
             sl = slice(start, start + self.chunk_size)
             s, o, ids = subj[sl], obj[sl], img_ids[sl]
             u = union_boxes(s, o)
-            # per-image box lists for the pooler (images absent from the chunk get empty lists)
-            counts = torch.bincount(ids, minlength=len(proposals)).tolist()
-            boxes = list(torch.split(u, counts))
-            pooled = self._pool(features, boxes, sizes)
+            if self.pool_all_levels:
+                pooled = self._pool_all_levels(levels, torch.cat([ids[:, None].to(u.dtype), u], dim=1), sizes)
+            else:
+                # per-image box lists for the pooler (images absent from the chunk get empty lists)
+                counts = torch.bincount(ids, minlength=len(proposals)).tolist()
+                pooled = self.pooler(features, list(torch.split(u, counts)), sizes)
             if self.mask_frame == "image":
                 hw = torch.tensor(sizes, dtype=s.dtype, device=s.device)[ids]  # [m, 2] (h, w)
                 masks = self._image_frame_masks(s, o, hw)

@@ -62,7 +62,7 @@ class RelationHead(nn.Module):
     def __init__(self, box_roi_pool: nn.Module, box_head: nn.Module, predictor: nn.Module, mode: str,
                  sampler: Optional[RelationSampler] = None, loss: Optional[nn.Module] = None,
                  pool_all_levels: bool = True, mask_frame: str = "image", rect_size: Optional[int] = None,
-                 union_chunk_size: int = 512, in_channels: Optional[int] = None,
+                 union_chunk_size: int = 4096, in_channels: Optional[int] = None,
                  later_nms_thresh: float = 0.5, rel_top_k: Optional[int] = None,
                  generator: Optional[torch.Generator] = None) -> None:
         super().__init__()

@@ -41,7 +41,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from sgg.structures import Instances
 
 from ..freq_bias import FrequencyBias
-from ..postprocess import class_aware_nms_labels
+from ..postprocess import class_aware_nms_labels_batched
 from ..word_vectors import load_word_vectors
 from . import RELATION_PREDICTOR_REGISTRY, PredictorOutput
 
@@ -295,11 +295,8 @@ class MotifContext(nn.Module):
 
     def _nms_labels(self, obj_dists: torch.Tensor, proposals: Sequence[Instances], num_objs: List[int]) -> torch.Tensor:
         probs = F.softmax(obj_dists.detach().float(), dim=1).split(num_objs)
-        out = []
-        for p, pr in zip(proposals, probs):
-            nms_boxes = p.boxes_per_cls if p.has("boxes_per_cls") else p.boxes.tensor
-            out.append(class_aware_nms_labels(pr, nms_boxes, self.later_nms_thresh))
-        return torch.cat(out)
+        nms_boxes = [p.boxes_per_cls if p.has("boxes_per_cls") else p.boxes.tensor for p in proposals]
+        return torch.cat(class_aware_nms_labels_batched(probs, nms_boxes, self.later_nms_thresh))
 
 
 @RELATION_PREDICTOR_REGISTRY.register()
