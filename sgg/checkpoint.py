@@ -330,10 +330,12 @@ class Checkpointer:
         return path
 
     def load(self, path: str, *, model_only: bool = False, restore_rng: bool = False,
-             load_mapping: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
+             load_mapping: Optional[Mapping[str, str]] = None, prefer_ema: bool = False) -> Dict[str, Any]:
         """Load ``path`` (a file, or a directory -> its last checkpoint).
 
         Loads the model and, unless ``model_only``, every checkpointable present in the file.
+        With ``prefer_ema`` (evaluation) the model gets the EMA weights when the file has them
+        (``SOLVER.EMA_DECAY`` > 0: the weights validation used), else its ``model`` weights.
         Returns what is left of the file (``iteration``, ``rng_states``, extras) plus ``path`` and
         ``restored`` (names of the checkpointables restored). With ``restore_rng`` this rank's RNG
         state is restored too.
@@ -343,7 +345,12 @@ class Checkpointer:
         ckpt = load_checkpoint_file(path)
         if "model" not in ckpt:
             raise CheckpointError(f"checkpoint {path} has no 'model' entry (keys: {sorted(ckpt)})")
-        load_model_state(self.model, ckpt.pop("model"), load_mapping=load_mapping, source=path)
+        weights = ckpt.pop("model")
+        ema = ckpt.get("ema")
+        if prefer_ema and isinstance(ema, Mapping) and "model" in ema:
+            logger.info("using the EMA weights of %s (%d updates)", path, int(ema.get("updates", 0)))
+            weights = ema["model"]
+        load_model_state(self.model, weights, load_mapping=load_mapping, source=path)
         if model_only:
             return {}
         restored = []

@@ -177,6 +177,7 @@ def test_relation(cfg, weights: str = "") -> Dict[str, Any]:
     """Load ``weights`` (a checkpoint file, or a directory whose ``last_checkpoint`` names one;
     default OUTPUT_DIR as SGB's test command) and evaluate every DATASETS.TEST split."""
     model, _, stats = build_relation_model(cfg)
-    Checkpointer(model, cfg.OUTPUT_DIR).load(weights or cfg.MODEL.WEIGHT or cfg.OUTPUT_DIR, model_only=True)
+    Checkpointer(model, cfg.OUTPUT_DIR).load(weights or cfg.MODEL.WEIGHT or cfg.OUTPUT_DIR, model_only=True,
+                                             prefer_ema=True)
     return {name: evaluate_split(cfg, model, name, predicate_frequency=stats["predicate_counts"])
             for name in cfg.DATASETS.TEST}

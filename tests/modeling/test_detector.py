@@ -374,3 +374,18 @@ def test_num_classes_override_and_exposed_parts():
     from torchvision.ops import MultiScaleRoIAlign
 
     assert isinstance(model.box_roi_pool, MultiScaleRoIAlign)
+
+
+def test_channels_last_detector_gives_the_same_detections():
+    ref = tiny_detector("MODEL.ROI_HEADS.DETECTIONS_PER_IMG", 10).eval()
+    cl = tiny_detector("MODEL.ROI_HEADS.DETECTIONS_PER_IMG", 10, "MODEL.DETECTOR.CHANNELS_LAST", True).eval()
+    assert cl.channels_last and not ref.channels_last
+    assert cl.backbone.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    images, _ = cl.preprocess(make_inputs())
+    assert images.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        a, b = ref(make_inputs()), cl(make_inputs())
+    for x, y in zip(a, b):
+        assert torch.equal(x.labels, y.labels)
+        assert torch.allclose(x.boxes.tensor, y.boxes.tensor, atol=1e-3)
+        assert torch.allclose(x.scores, y.scores, atol=1e-5)

@@ -20,6 +20,7 @@ from .faster_rcnn import (
     make_rpn,
     nms_by_group,
 )
+from .sgb_compat import is_sgb_checkpoint, sgb_to_sgg_state_dict, sgg_to_sgb_state_dict
 
 __all__ = [
     "RPN",
@@ -37,10 +38,13 @@ __all__ = [
     "detector_kwargs_from_config",
     "detector_postprocess",
     "evaluate_detector",
+    "is_sgb_checkpoint",
     "legacy_cell_anchors",
     "load_detector_checkpoint",
     "make_box_coder",
     "make_box_heads",
     "make_rpn",
     "nms_by_group",
+    "sgb_to_sgg_state_dict",
+    "sgg_to_sgb_state_dict",
 ]

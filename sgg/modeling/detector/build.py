@@ -11,17 +11,23 @@ Config keys added here (:func:`add_detector_config`):
 * ``MODEL.DETECTOR.BACKBONE_NORM`` ("FrozenBN"): the backbone's normalisation: ``FrozenBN`` (SGB,
   with pretrained weights), ``GN`` (train from scratch, e.g. SynthVG without ImageNet weights;
   pair with ``MODEL.FPN.USE_GN True`` and ``FREEZE_CONV_BODY_AT 0``), ``BN``, ``SyncBN``.
+* ``MODEL.DETECTOR.CHANNELS_LAST`` (False): run the backbone and RPN head in NHWC memory format
+  (faster on GPUs with tensor cores, ResNeXt's grouped convs above all; same results up to
+  floating-point summation order).
 * ``MODEL.BACKBONE.TIMM_OUT_INDICES`` (()): timm feature levels to use (default: those at strides
   4, 8, 16, 32).
 * ``MODEL.BACKBONE.TIMM_KWARGS`` (""): extra ``timm.create_model`` arguments as a Python dict
   literal, e.g. ``"{'drop_path_rate': 0.1}"``.
 
 SGB checkpoints therefore want ``MODEL.DETECTOR.FROZEN_BN_EPS 0.0 MODEL.DETECTOR.LEGACY_BOX_CODING
-True MODEL.DETECTOR.ALIGNED_ROI False`` with SGB's ``INPUT`` defaults (BGR 0..255, mean subtracted).
+True MODEL.DETECTOR.ALIGNED_ROI False`` with SGB's ``INPUT`` defaults (BGR 0..255, mean subtracted);
+:func:`load_detector_checkpoint` reads SGB's files directly (the full list of keys is the
+SGB_COMPAT note of :mod:`.sgb_compat`).
 """
 from __future__ import annotations
 
 import logging
+import os
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence
 
@@ -37,6 +43,9 @@ from .faster_rcnn import FasterRCNNDetector, detector_postprocess, make_box_head
 
 logger = logging.getLogger(__name__)
 
+# Top-level modules of FasterRCNNDetector's state dict.
+_DETECTOR_ROOTS = ("backbone.", "rpn.", "roi_heads.")
+
 
 @register_config_extension
 def add_detector_config(cfg: CN) -> None:
@@ -48,6 +57,7 @@ def add_detector_config(cfg: CN) -> None:
     det.setdefault("LEGACY_BOX_CODING", False)
     det.setdefault("ALIGNED_ROI", True)
     det.setdefault("BACKBONE_NORM", "FrozenBN")
+    det.setdefault("CHANNELS_LAST", False)
     cfg.MODEL.BACKBONE.setdefault("TIMM_OUT_INDICES", ())
     cfg.MODEL.BACKBONE.setdefault("TIMM_KWARGS", "")
 
@@ -103,6 +113,7 @@ def detector_kwargs_from_config(cfg, num_classes: Optional[int] = None) -> Dict:
         pixel_std=tuple(cfg.INPUT.PIXEL_STD),
         to_bgr255=cfg.INPUT.TO_BGR255,
         size_divisibility=cfg.DATALOADER.SIZE_DIVISIBILITY,
+        channels_last=bool(det.get("CHANNELS_LAST", False)),
     )
     return {"rpn": rpn, "box": box, "model": model}
 
@@ -126,25 +137,59 @@ def build_detector(cfg, num_classes: Optional[int] = None) -> FasterRCNNDetector
 
 
 def load_detector_checkpoint(model: nn.Module, path: str, prefix: str = "") -> Dict[str, List[str]]:
-    """Load sgg's own detector checkpoint (state dict under ``"model"``, or a bare state dict).
+    """Load a detector checkpoint: sgg's own, or Scene-Graph-Benchmark's (maskrcnn_benchmark names).
 
-    ``module.`` is stripped; with ``prefix`` only keys under it are used (prefix removed), e.g.
-    ``prefix="detector."`` to take the detector out of a whole-model checkpoint. A key present in
-    both with different shapes raises :class:`sgg.checkpoint.CheckpointError` naming the key and
-    both shapes. Returns ``{"loaded": [...], "missing": [...], "unexpected": [...]}`` (logged).
-    SGB-format checkpoints need the converter (a separate tool), not this function.
+    ``path`` is a file or a directory whose ``last_checkpoint`` names one (SGB's test command
+    passes the training OUTPUT_DIR as ``MODEL.PRETRAINED_DETECTOR_CKPT``). The state dict is read
+    from ``"model"`` (or a bare state dict; ``"optimizer"``, ``"scheduler"``, ``"iteration"`` are
+    ignored) and ``module.`` is stripped. With ``prefix`` only keys under it are used (prefix
+    removed), e.g. ``prefix="detector."``; without one, a whole sgg relation-model checkpoint
+    (``detector.*`` keys only) is recognised and its detector taken.
+
+    An SGB file (:func:`~.sgb_compat.is_sgb_checkpoint`) is converted with
+    :func:`~.sgb_compat.sgb_to_sgg_state_dict`: anchor buffers are ignored, attribute / relation
+    heads and unknown keys are skipped, and a warning lists the SGB_COMPAT config keys the model
+    does not follow (see :mod:`.sgb_compat`).
+
+    A tensor whose shape differs from the model's raises :class:`sgg.checkpoint.CheckpointError`
+    naming the key(s) and both shapes. Returns ``{"loaded": [...], "missing": [...],
+    "unexpected": [...], "skipped": [...], "format": "sgg" | "sgb"}`` (sgg key names, except
+    ``skipped``/``unexpected`` which name the file's keys; logged).
     """
+    from sgg.checkpoint import Checkpointer
+
+    from .sgb_compat import format_report, is_sgb_checkpoint, sgb_convention_mismatches, sgb_to_sgg_state_dict
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"detector checkpoint not found: '{path}'. Point MODEL.PRETRAINED_DETECTOR_CKPT at SGB's "
+            f"pretrained_faster_rcnn/model_final.pth (read as is), a file of tools/convert_sgb_checkpoint.py, "
+            f"or a detector trained with tools/detector_train_net.py (a file, or its OUTPUT_DIR).")
+    path = Checkpointer(model).resolve(path)
     state = load_state_dict_file(path)
+    if not prefix and not any(k.startswith(_DETECTOR_ROOTS) for k in state) \
+            and any(k.startswith("detector.") for k in state):
+        prefix = "detector."
+        logger.info("'%s' is a whole-model checkpoint: loading its 'detector.*' tensors", path)
     if prefix:
         state = OrderedDict((k[len(prefix):], v) for k, v in state.items() if k.startswith(prefix))
         if not state:
             raise KeyError(f"detector checkpoint '{path}' has no key starting with '{prefix}'")
     own = model.state_dict()
+    if is_sgb_checkpoint(state):
+        state, report = sgb_to_sgg_state_dict(state, own)
+        logger.info("%s", format_report(report, f"SGB detector checkpoint '{path}'"))
+        for fix in sgb_convention_mismatches(model):
+            logger.warning("'%s' is an SGB (maskrcnn_benchmark) detector; for its numbers set %s", path, fix)
+        load_model_state(model, state, source=f"SGB detector checkpoint '{path}'")
+        return {"loaded": list(state), "missing": report["missing"], "unexpected": [],
+                "skipped": report["skipped"], "format": "sgb"}
     missing, unexpected = load_model_state(model, state, source=f"detector checkpoint '{path}'")
     loaded = [k for k in state if k in own]
     logger.info("detector checkpoint '%s': %d tensors loaded, %d missing, %d unexpected", path, len(loaded),
                 len(missing), len(unexpected))
-    return {"loaded": loaded, "missing": missing, "unexpected": unexpected}
+    return {"loaded": loaded, "missing": missing, "unexpected": unexpected, "skipped": unexpected,
+            "format": "sgg"}
 
 
 @torch.no_grad()

@@ -1,0 +1,439 @@
+"""Scene-Graph-Benchmark (maskrcnn_benchmark) detector checkpoints <-> sgg's detector.
+
+SGB's VG Faster R-CNN (``pretrained_faster_rcnn/model_final.pth``) is a ``torch.save`` dict with
+the state dict under ``"model"`` (keys may start with ``module.``) plus ``"optimizer"``,
+``"scheduler"`` and ``"iteration"``, which are ignored. Its key names are maskrcnn_benchmark's;
+sgg's detector uses torchvision's module names. The mapping (``i`` = 1..4, ``j = i - 1``):
+
+=====================================================  =============================================
+maskrcnn_benchmark (SGB)                               sgg (:class:`FasterRCNNDetector`)
+=====================================================  =============================================
+``backbone.body.stem.conv1.*`` / ``stem.bn1.*``        ``backbone.body.conv1.*`` / ``body.bn1.*``
+``backbone.body.layer{i}.{b}.conv{1,2,3}`` /           the same names (torchvision's Bottleneck /
+``bn{1,2,3}`` / ``downsample.{0,1}``                   BasicBlock)
+``backbone.fpn.fpn_inner{i}.*`` (1x1 lateral)          ``backbone.fpn.inner_blocks.{j}.0.*``
+``backbone.fpn.fpn_layer{i}.*`` (3x3 output)           ``backbone.fpn.layer_blocks.{j}.0.*``
+``rpn.head.conv.*``                                    ``rpn.head.conv.0.0.*`` (torchvision >= 0.13;
+                                                       ``rpn.head.conv.*`` before)
+``rpn.head.cls_logits.*`` / ``rpn.head.bbox_pred.*``   the same names
+``roi_heads.box.feature_extractor.fc6/fc7.*``          ``roi_heads.box_head.fc6/fc7.*``
+``roi_heads.box.predictor.cls_score/bbox_pred.*``      ``roi_heads.box_predictor.cls_score/bbox_pred.*``
+``rpn.anchor_generator.*`` (anchor buffers)            ignored (sgg computes its anchors)
+``roi_heads.attribute.*``, ``roi_heads.relation.*``,   reported as skipped
+anything else
+=====================================================  =============================================
+
+No tensor needs re-laying out, only renaming (checked against both frameworks' code):
+
+* frozen batch norms: maskrcnn_benchmark's ``FrozenBatchNorm2d`` and torchvision's hold the same
+  four buffers (``weight``, ``bias``, ``running_mean``, ``running_var``); maskrcnn_benchmark applies
+  them without an epsilon, hence ``MODEL.DETECTOR.FROZEN_BN_EPS 0.0``. torchvision's
+  ``num_batches_tracked`` does not exist in either frozen BN.
+* RPN head: both are conv3x3 + ReLU, then 1x1 convs with ``A`` objectness and ``A * 4`` deltas per
+  location; both read the deltas as ``view(N, A, 4, H, W)`` (anchor-major, then dx, dy, dw, dh)
+  and enumerate anchors level -> location (row-major) -> cell anchor; sgg's cell anchors follow
+  maskrcnn_benchmark's ratio-major order (:mod:`.anchors`).
+* box head: both flatten the ``[C, 7, 7]`` pooled map channel-major into fc6 (``12544 = 256 * 49``
+  for SGB's detector); ``bbox_pred`` is class-specific ``[C * 4, D]`` with rows
+  ``(class 0: dx, dy, dw, dh), (class 1: ...)`` and both box coders decode ``codes[:, 0::4]`` etc.
+
+SGB_COMPAT
+----------
+For an SGB checkpoint to give SGB's numbers, set (``configs/e2e_relation_X_101_32_8_FPN_1x.yaml``
+does; :data:`SGB_COMPAT_OPTS` holds the same as command-line overrides)::
+
+    MODEL.DETECTOR.FROZEN_BN_EPS 0.0         # maskrcnn_benchmark's BN has no epsilon
+    MODEL.DETECTOR.LEGACY_BOX_CODING True    # "+1" box widths in anchors, box coder, IoU, NMS, clipping
+    MODEL.DETECTOR.ALIGNED_ROI False         # legacy (non-aligned) ROIAlign
+    INPUT.TO_BGR255 True                     # BGR, 0..255
+    INPUT.PIXEL_MEAN [102.9801, 115.9465, 122.7717]
+    INPUT.PIXEL_STD [1.0, 1.0, 1.0]
+    MODEL.BACKBONE.CONV_BODY R-101-FPN       # with the next three keys: ResNeXt-101 32x8d
+    MODEL.RESNETS.STRIDE_IN_1X1 False        # stride in the 3x3 conv (the released VG detector)
+    MODEL.RESNETS.NUM_GROUPS 32
+    MODEL.RESNETS.WIDTH_PER_GROUP 8
+    MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM 4096
+    MODEL.ROI_BOX_HEAD.NUM_CLASSES 151
+    INPUT.MIN_SIZE_TEST 600  INPUT.MAX_SIZE_TEST 1000
+
+:func:`load_detector_checkpoint` (``MODEL.PRETRAINED_DETECTOR_CKPT``) recognises SGB files
+(:func:`is_sgb_checkpoint`) and converts them on the fly; ``tools/convert_sgb_checkpoint.py``
+converts files in either direction. :func:`sgb_convention_mismatches` lists the numeric
+conventions above that a built detector does not follow (logged as a warning on loading).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import OrderedDict
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from sgg.checkpoint import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "SGB_COMPAT_OPTS",
+    "SGB_PIXEL_MEAN",
+    "convert_checkpoint_file",
+    "format_report",
+    "is_sgb_checkpoint",
+    "sgb_convention_mismatches",
+    "sgb_to_sgg_state_dict",
+    "sgg_to_sgb_state_dict",
+]
+
+SGB_PIXEL_MEAN = (102.9801, 115.9465, 122.7717)
+
+#: The SGB_COMPAT settings (module docstring) as ``KEY VALUE`` config overrides.
+SGB_COMPAT_OPTS: Tuple[str, ...] = (
+    "MODEL.DETECTOR.FROZEN_BN_EPS", "0.0",
+    "MODEL.DETECTOR.LEGACY_BOX_CODING", "True",
+    "MODEL.DETECTOR.ALIGNED_ROI", "False",
+    "INPUT.TO_BGR255", "True",
+    "INPUT.PIXEL_MEAN", "[102.9801, 115.9465, 122.7717]",
+    "INPUT.PIXEL_STD", "[1.0, 1.0, 1.0]",
+    "MODEL.BACKBONE.CONV_BODY", "R-101-FPN",
+    "MODEL.RESNETS.STRIDE_IN_1X1", "False",
+    "MODEL.RESNETS.NUM_GROUPS", "32",
+    "MODEL.RESNETS.WIDTH_PER_GROUP", "8",
+    "MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM", "4096",
+    "MODEL.ROI_BOX_HEAD.NUM_CLASSES", "151",
+    "INPUT.MIN_SIZE_TEST", "600",
+    "INPUT.MAX_SIZE_TEST", "1000",
+)
+
+_MODULE = "module."
+# Key prefixes only maskrcnn_benchmark's detector has (sgg's modules are named differently).
+_SGB_MARKERS = ("backbone.body.stem.", "backbone.fpn.fpn_inner", "backbone.fpn.fpn_layer",
+                "roi_heads.box.feature_extractor.", "roi_heads.box.predictor.")
+_SGB_IGNORED = ("rpn.anchor_generator.",)
+_BODY_BLOCK = r"layer[1-9]\d*\.\d+\.(?:conv[1-3]|bn[1-3]|downsample\.[01])\.[A-Za-z_]+"
+
+Rule = Tuple["re.Pattern[str]", Callable[["re.Match[str]"], str]]
+
+
+def _shift(m: "re.Match[str]", group: int, by: int) -> str:
+    return str(int(m.group(group)) + by)
+
+
+def _sgb_rules(rpn_conv: str) -> List[Rule]:
+    """maskrcnn_benchmark name -> sgg name (``rpn_conv``: sgg's prefix of the RPN 3x3 conv)."""
+    return [
+        (re.compile(r"^backbone\.body\.stem\.(conv1|bn1)\.([A-Za-z_]+)$"),
+         lambda m: f"backbone.body.{m.group(1)}.{m.group(2)}"),
+        (re.compile(rf"^backbone\.body\.({_BODY_BLOCK})$"), lambda m: f"backbone.body.{m.group(1)}"),
+        (re.compile(r"^backbone\.fpn\.fpn_inner([1-9])\.(weight|bias)$"),
+         lambda m: f"backbone.fpn.inner_blocks.{_shift(m, 1, -1)}.0.{m.group(2)}"),
+        (re.compile(r"^backbone\.fpn\.fpn_layer([1-9])\.(weight|bias)$"),
+         lambda m: f"backbone.fpn.layer_blocks.{_shift(m, 1, -1)}.0.{m.group(2)}"),
+        (re.compile(r"^rpn\.head\.conv\.(weight|bias)$"), lambda m: f"{rpn_conv}.{m.group(1)}"),
+        (re.compile(r"^rpn\.head\.(cls_logits|bbox_pred)\.(weight|bias)$"),
+         lambda m: f"rpn.head.{m.group(1)}.{m.group(2)}"),
+        (re.compile(r"^roi_heads\.box\.feature_extractor\.(fc6|fc7)\.(weight|bias)$"),
+         lambda m: f"roi_heads.box_head.{m.group(1)}.{m.group(2)}"),
+        (re.compile(r"^roi_heads\.box\.predictor\.(cls_score|bbox_pred)\.(weight|bias)$"),
+         lambda m: f"roi_heads.box_predictor.{m.group(1)}.{m.group(2)}"),
+    ]
+
+
+_SGG_RULES: List[Rule] = [
+    (re.compile(r"^backbone\.body\.(conv1|bn1)\.([A-Za-z_]+)$"),
+     lambda m: f"backbone.body.stem.{m.group(1)}.{m.group(2)}"),
+    (re.compile(rf"^backbone\.body\.({_BODY_BLOCK})$"), lambda m: f"backbone.body.{m.group(1)}"),
+    (re.compile(r"^backbone\.fpn\.inner_blocks\.(\d)\.0\.(weight|bias)$"),
+     lambda m: f"backbone.fpn.fpn_inner{_shift(m, 1, 1)}.{m.group(2)}"),
+    (re.compile(r"^backbone\.fpn\.layer_blocks\.(\d)\.0\.(weight|bias)$"),
+     lambda m: f"backbone.fpn.fpn_layer{_shift(m, 1, 1)}.{m.group(2)}"),
+    (re.compile(r"^rpn\.head\.conv(?:\.0\.0)?\.(weight|bias)$"), lambda m: f"rpn.head.conv.{m.group(1)}"),
+    (re.compile(r"^rpn\.head\.(cls_logits|bbox_pred)\.(weight|bias)$"),
+     lambda m: f"rpn.head.{m.group(1)}.{m.group(2)}"),
+    (re.compile(r"^roi_heads\.box_head\.(fc6|fc7)\.(weight|bias)$"),
+     lambda m: f"roi_heads.box.feature_extractor.{m.group(1)}.{m.group(2)}"),
+    (re.compile(r"^roi_heads\.box_predictor\.(cls_score|bbox_pred)\.(weight|bias)$"),
+     lambda m: f"roi_heads.box.predictor.{m.group(1)}.{m.group(2)}"),
+]
+
+
+def _apply(rules: Sequence[Rule], key: str) -> Optional[str]:
+    for pattern, fn in rules:
+        m = pattern.match(key)
+        if m is not None:
+            return fn(m)
+    return None
+
+
+def _strip_module(state: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+    return OrderedDict((k[len(_MODULE):] if k.startswith(_MODULE) else k, v) for k, v in state.items())
+
+
+def _state_of(obj: Mapping) -> Mapping:
+    """A checkpoint dict (state under ``"model"``) or a bare state dict -> the state dict."""
+    inner = obj.get("model") if isinstance(obj, Mapping) else None
+    return inner if isinstance(inner, Mapping) else obj
+
+
+def _torchvision_rpn_conv_prefix() -> str:
+    """Where this torchvision's ``RPNHead`` keeps its 3x3 conv (``conv.0.0`` since 0.13)."""
+    from torchvision.models.detection.rpn import RPNHead
+
+    keys = RPNHead(1, 1).state_dict().keys()
+    return "rpn.head.conv.0.0" if "conv.0.0.weight" in keys else "rpn.head.conv"
+
+
+def is_sgb_checkpoint(state: Mapping) -> bool:
+    """Whether ``state`` (a state dict, or a checkpoint dict with one under ``"model"``) has
+    maskrcnn_benchmark's detector key names (``backbone.body.stem.*``, ``backbone.fpn.fpn_inner*``,
+    ``roi_heads.box.feature_extractor.*``, ...; a ``module.`` prefix is allowed)."""
+    state = _state_of(state)
+    if not isinstance(state, Mapping):
+        return False
+    for k in state:
+        if isinstance(k, str):
+            k = k[len(_MODULE):] if k.startswith(_MODULE) else k
+            if k.startswith(_SGB_MARKERS):
+                return True
+    return False
+
+
+def _shape_hint(sgg_key: str, ckpt_shape: Tuple[int, ...], model_shape: Tuple[int, ...]) -> str:
+    """The config key that most likely explains a shape mismatch at ``sgg_key``."""
+    if sgg_key.startswith("roi_heads.box_predictor."):
+        if "bbox_pred" in sgg_key and ckpt_shape[:1] == (8,) and model_shape[:1] != (8,):
+            return "the checkpoint regresses class-agnostic boxes (2 x 4 outputs), which sgg does not support"
+        n = ckpt_shape[0] // (4 if "bbox_pred" in sgg_key else 1) if ckpt_shape else "?"
+        fix = f"the checkpoint's detector has {n} classes (with background): set MODEL.ROI_BOX_HEAD.NUM_CLASSES {n}"
+        if len(ckpt_shape) == 2 == len(model_shape) and ckpt_shape[1] != model_shape[1]:
+            fix += f" and MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM {ckpt_shape[1]}"
+        return fix + " (a relation model takes the count from its training dataset)"
+    if sgg_key.startswith("roi_heads.box_head."):
+        fixes = []
+        if ckpt_shape[:1] != model_shape[:1]:
+            fixes.append(f"set MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM {ckpt_shape[0]}")
+        if len(ckpt_shape) == 2 == len(model_shape) and ckpt_shape[1] != model_shape[1]:
+            why = ("MODEL.RESNETS.BACKBONE_OUT_CHANNELS x ROI_BOX_HEAD.POOLER_RESOLUTION^2; SGB: 256 x 7 x 7"
+                   if ".fc6." in sgg_key else "MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM")
+            fixes.append(f"the checkpoint's layer takes {ckpt_shape[1]} inputs (= {why})")
+        return "; ".join(fixes)
+    if sgg_key.startswith("rpn.head.cls_logits"):
+        return (f"the checkpoint has {ckpt_shape[0]} anchors per location: MODEL.RPN.ASPECT_RATIOS needs "
+                f"{ckpt_shape[0]} ratios (SGB: 0.23232838, 0.63365731, 1.28478321, 3.15089189)")
+    if sgg_key.startswith(("backbone.fpn.", "rpn.head.")):
+        return "check MODEL.RESNETS.BACKBONE_OUT_CHANNELS (SGB: 256) and MODEL.BACKBONE.CONV_BODY"
+    return ("check MODEL.BACKBONE.CONV_BODY, MODEL.RESNETS.NUM_GROUPS and WIDTH_PER_GROUP (SGB's VG "
+            "detector: R-101-FPN, 32, 8)")
+
+
+def sgb_to_sgg_state_dict(sgb_state: Mapping[str, torch.Tensor],
+                          sgg_model_state: Optional[Mapping[str, torch.Tensor]] = None,
+                          ) -> Tuple["OrderedDict[str, torch.Tensor]", Dict[str, List]]:
+    """maskrcnn_benchmark detector state dict -> sgg detector state dict (module docstring).
+
+    Args:
+        sgb_state: SGB's state dict (or the whole checkpoint dict: its ``"model"`` is used);
+            ``module.`` prefixes are stripped. Tensors are passed through unchanged (no copy).
+        sgg_model_state: ``build_detector(cfg).state_dict()``: target names (e.g. the RPN conv's)
+            and shapes to check. None: names of this torchvision, no shape check, no ``missing``.
+
+    Returns:
+        ``(state, report)``: ``state`` with sgg's names; ``report`` =
+        ``{"mapped": [(sgb_key, sgg_key), ...], "skipped": [sgb_key, ...] (attribute / relation
+        heads, unknown keys, or keys the model does not have), "missing": [sgg_key, ...] (model keys
+        the checkpoint does not give)}``. Anchor buffers (``rpn.anchor_generator.*``) are dropped.
+
+    Raises:
+        CheckpointError: a tensor whose shape differs from the model's; the message names the SGB
+            key, the sgg key, both shapes and the config key to fix, for every such tensor.
+    """
+    state = _strip_module(_state_of(sgb_state))
+    if sgg_model_state is not None:
+        own = set(sgg_model_state)
+        rpn_conv = "rpn.head.conv.0.0" if "rpn.head.conv.0.0.weight" in own else "rpn.head.conv"
+    else:
+        rpn_conv = _torchvision_rpn_conv_prefix()
+    rules = _sgb_rules(rpn_conv)
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    report: Dict[str, List] = {"mapped": [], "skipped": [], "missing": []}
+    mismatched, no_place = [], []
+    for key, value in state.items():
+        if key.startswith(_SGB_IGNORED):
+            continue
+        new = _apply(rules, key)
+        if new is None:
+            report["skipped"].append(key)
+            continue
+        if sgg_model_state is not None and new not in sgg_model_state:
+            report["skipped"].append(key)
+            no_place.append(key)
+            continue
+        if sgg_model_state is not None and torch.is_tensor(value):
+            a, b = tuple(value.shape), tuple(sgg_model_state[new].shape)
+            if a != b:
+                mismatched.append((key, new, a, b))
+                continue
+        out[new] = value
+        report["mapped"].append((key, new))
+    if mismatched:
+        lines = "\n".join(f"  '{k}' -> '{n}': checkpoint {a}, sgg model {b}; fix: {_shape_hint(n, a, b)}"
+                          for k, n, a, b in mismatched)
+        raise CheckpointError(f"SGB checkpoint does not fit the sgg detector ({len(mismatched)} tensors "
+                              f"with other shapes):\n{lines}")
+    if no_place:
+        logger.warning("%d detector tensors of the SGB checkpoint have no place in the sgg model (e.g. %s): "
+                       "does MODEL.BACKBONE.CONV_BODY have the checkpoint's depth (SGB: R-101-FPN)?",
+                       len(no_place), ", ".join(no_place[:3]))
+    if sgg_model_state is not None:
+        report["missing"] = [k for k in sgg_model_state if k not in out]
+    return out, report
+
+
+def _sgg_to_sgb(state: Mapping[str, torch.Tensor]) -> Tuple["OrderedDict[str, torch.Tensor]", List, List[str]]:
+    """-> (SGB state, [(sgg_key, sgb_key)], dropped num_batches_tracked keys); raises on unknown keys."""
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    pairs, dropped, unknown = [], [], []
+    for key, value in state.items():
+        if key.endswith(".num_batches_tracked"):
+            dropped.append(key)
+            continue
+        new = _apply(_SGG_RULES, key)
+        if new is None:
+            unknown.append(key)
+        else:
+            out[new] = value
+            pairs.append((key, new))
+    if unknown:
+        hint = (" (a whole relation-model checkpoint? pass prefix 'detector.' / --prefix detector.)"
+                if any(k.startswith("detector.") for k in unknown) else
+                " (only ResNet/ResNeXt-FPN detectors with frozen BN and no FPN GroupNorm exist in SGB)")
+        shown = ", ".join(unknown[:20]) + (f", ... ({len(unknown) - 20} more)" if len(unknown) > 20 else "")
+        raise CheckpointError(f"{len(unknown)} keys have no maskrcnn_benchmark name{hint}: {shown}")
+    return out, pairs, dropped
+
+
+def _select(state: Mapping[str, torch.Tensor], prefix: str) -> "OrderedDict[str, torch.Tensor]":
+    state = _strip_module(_state_of(state))
+    if prefix:
+        state = OrderedDict((k[len(prefix):], v) for k, v in state.items() if k.startswith(prefix))
+        if not state:
+            raise CheckpointError(f"no key starts with '{prefix}'")
+    return state
+
+
+def sgg_to_sgb_state_dict(sgg_detector_state: Mapping[str, torch.Tensor],
+                          prefix: str = "") -> "OrderedDict[str, torch.Tensor]":
+    """sgg detector state dict -> maskrcnn_benchmark names (the reverse of
+    :func:`sgb_to_sgg_state_dict`, which maps the result back exactly).
+
+    ``module.`` is stripped; with ``prefix`` (e.g. ``"detector."`` for a whole relation-model
+    checkpoint) only keys under it are used. ``num_batches_tracked`` buffers (trainable BN) are
+    dropped: maskrcnn_benchmark's frozen BN has none. Tensors are passed through (no copy).
+
+    Raises:
+        CheckpointError: keys with no maskrcnn_benchmark name (e.g. a timm or GroupNorm backbone,
+            which SGB's code cannot build); all such keys are named.
+    """
+    return _sgg_to_sgb(_select(sgg_detector_state, prefix))[0]
+
+
+def format_report(report: Mapping[str, List], source: str = "SGB checkpoint", max_keys: int = 50) -> str:
+    """Human-readable summary of a :func:`sgb_to_sgg_state_dict` report (counts, skipped and
+    missing keys, at most ``max_keys`` of each)."""
+
+    def _keys(keys: Sequence[str]) -> str:
+        more = f"\n    ... ({len(keys) - max_keys} more)" if len(keys) > max_keys else ""
+        return "".join(f"\n    {k}" for k in keys[:max_keys]) + more
+
+    lines = [f"{source}: {len(report['mapped'])} tensors mapped, {len(report['skipped'])} skipped, "
+             f"{len(report['missing'])} missing"]
+    if report["skipped"]:
+        lines.append("  skipped (not converted):" + _keys(report["skipped"]))
+    if report["missing"]:
+        lines.append("  missing (left as initialised):" + _keys(report["missing"]))
+    return "\n".join(lines)
+
+
+def sgb_convention_mismatches(model: nn.Module) -> List[str]:
+    """The SGB_COMPAT numeric conventions (module docstring) that ``model`` does not follow, one
+    line per config key to change (empty when it follows all of them or cannot tell)."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    out = []
+    backbone = getattr(model, "backbone", None)
+    if backbone is not None:
+        eps = {float(m.eps) for m in backbone.modules() if isinstance(m, FrozenBatchNorm2d)}
+        if eps and eps != {0.0}:
+            out.append(f"MODEL.DETECTOR.FROZEN_BN_EPS 0.0 (the backbone's frozen BN has eps {sorted(eps)})")
+    rpn, heads = getattr(model, "rpn", None), getattr(model, "roi_heads", None)
+    if (rpn is not None and getattr(rpn, "legacy", True) is False) or \
+            (heads is not None and getattr(heads, "legacy", True) is False):
+        out.append("MODEL.DETECTOR.LEGACY_BOX_CODING True (maskrcnn_benchmark's '+1' box widths)")
+    pool = getattr(heads, "box_roi_pool", None)
+    if pool is not None and getattr(pool, "aligned", False):
+        out.append("MODEL.DETECTOR.ALIGNED_ROI False (maskrcnn_benchmark's ROIAlign is not aligned)")
+    if getattr(model, "to_bgr255", True) is False:
+        out.append("INPUT.TO_BGR255 True (SGB's input is BGR in 0..255)")
+    mean, std = getattr(model, "pixel_mean", None), getattr(model, "pixel_std", None)
+    if torch.is_tensor(mean) and not torch.allclose(mean.flatten().cpu(), torch.tensor(SGB_PIXEL_MEAN)):
+        out.append(f"INPUT.PIXEL_MEAN {list(SGB_PIXEL_MEAN)}")
+    if torch.is_tensor(std) and not torch.equal(std.flatten().cpu(), torch.ones(std.numel())):
+        out.append("INPUT.PIXEL_STD [1.0, 1.0, 1.0]")
+    return out
+
+
+def convert_checkpoint_file(src: str, dst: str, *, reverse: bool = False,
+                            model_state: Optional[Mapping[str, torch.Tensor]] = None,
+                            prefix: str = "") -> Dict[str, List]:
+    """Convert a detector checkpoint file (``tools/convert_sgb_checkpoint.py``).
+
+    ``reverse=False``: SGB file -> ``dst`` = ``{"model": sgg state dict}``, the layout of sgg's own
+    detector checkpoints (what :func:`load_detector_checkpoint` and ``MODEL.WEIGHT`` read).
+    ``reverse=True``: sgg detector file (``prefix`` selects the detector inside a whole-model
+    checkpoint, e.g. ``"detector."``) -> ``dst`` = ``{"model": state dict}`` with
+    maskrcnn_benchmark names, which SGB's ``DetectronCheckpointer`` loads.
+
+    ``model_state`` (``build_detector(cfg).state_dict()``) adds the shape check and the
+    ``missing`` list. Written atomically. Returns the report (see :func:`sgb_to_sgg_state_dict`;
+    for ``reverse`` the pairs are ``(sgg_key, sgb_key)`` and ``skipped`` lists dropped
+    ``num_batches_tracked`` buffers).
+
+    Raises:
+        FileNotFoundError: ``src`` does not exist.
+        CheckpointError: ``src`` is unreadable, holds no state dict, is in the wrong format for
+            the direction, or does not fit ``model_state`` (message names keys, shapes, fix).
+    """
+    from sgg.checkpoint import atomic_torch_save, load_checkpoint_file
+
+    if not os.path.isfile(src):
+        raise FileNotFoundError(f"checkpoint file not found: '{src}'")
+    obj = load_checkpoint_file(src)
+    state = _state_of(obj)
+    if not (isinstance(state, Mapping) and state and all(torch.is_tensor(v) for v in state.values())):
+        raise CheckpointError(f"'{src}' is not a model checkpoint: expected a state dict (under 'model' or "
+                              f"bare), found top-level keys {sorted(map(str, obj))[:10]}")
+    if reverse:
+        if is_sgb_checkpoint(state):
+            raise CheckpointError(f"'{src}' already has maskrcnn_benchmark (SGB) key names; drop --reverse "
+                                  f"to convert it to sgg's")
+        selected = _select(state, prefix)
+        out, pairs, dropped = _sgg_to_sgb(selected)
+        # Self-check: the SGB names map back onto the same keys; then the shapes against the model.
+        back, _ = sgb_to_sgg_state_dict(out, selected)
+        lost = sorted({a for a, _ in pairs} - set(back))
+        if lost:
+            raise CheckpointError(f"'{src}': these keys do not map back from their SGB names: {lost[:10]}")
+        if model_state is not None:
+            sgb_to_sgg_state_dict(out, model_state)
+        report = {"mapped": pairs, "skipped": dropped, "missing": []}
+    else:
+        if not is_sgb_checkpoint(state):
+            raise CheckpointError(
+                f"'{src}' has no maskrcnn_benchmark key names (e.g. backbone.body.stem.conv1.weight, "
+                f"roi_heads.box.feature_extractor.fc6.weight): it is not an SGB detector checkpoint. "
+                f"sgg checkpoints load as they are; use --reverse to convert one to SGB's names")
+        out, report = sgb_to_sgg_state_dict(state, model_state)
+    atomic_torch_save({"model": out}, dst)
+    return report
