@@ -28,6 +28,9 @@ def main(argv=None):
     parser.add_argument("--config-file", default="", metavar="FILE")
     parser.add_argument("--name", default="relation_metrics", help="report file name stem")
     parser.add_argument("--no-box-ap", action="store_true", help="skip the COCO box AP")
+    parser.add_argument("--frequency-prior", action="store_true",
+                        help="replace the file's relations by the frequency prior over the file's own objects "
+                             "(the 'prior through the same boxes' baseline)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = parser.parse_args(argv)
     cfg = load_config(args.config_file, args.opts)
@@ -36,12 +39,13 @@ def main(argv=None):
     dataset = VG150Dataset(files.roidb_file, files.dict_file, files.image_file, files.img_dir, files.split,
                            num_val_im=cfg.DATASETS.NUM_VAL_IMAGES, check_images=False)
     zs_file = find_zeroshot_file(files, cfg.DATASETS.ZEROSHOT_FILE)
+    train_files = get_dataset_files(train_split_of(files.name), cfg.DATASETS.DATA_DIR)
+    stats = get_dataset_statistics(train_files, cache_dir=cfg.OUTPUT_DIR, num_val_im=cfg.DATASETS.NUM_VAL_IMAGES)
     metrics = rescore_predictions(args.predictions, dataset,
                                   zeroshot_triplets=load_zeroshot_triplets(zs_file) if zs_file else None,
                                   iou_threshold=cfg.TEST.RELATION.IOU_THRESHOLD,
-                                  with_box_ap=not args.no_box_ap)
-    train_files = get_dataset_files(train_split_of(files.name), cfg.DATASETS.DATA_DIR)
-    stats = get_dataset_statistics(train_files, cache_dir=cfg.OUTPUT_DIR, num_val_im=cfg.DATASETS.NUM_VAL_IMAGES)
+                                  with_box_ap=not args.no_box_ap,
+                                  prior_pred_dist=stats["pred_dist"] if args.frequency_prior else None)
     paths = write_report(metrics, cfg.OUTPUT_DIR, name=args.name, predicate_frequency=stats["predicate_counts"],
                          predicate_names=dataset.ind_to_predicates[1:])
     print(format_report(metrics, predicate_names=dataset.ind_to_predicates[1:]))

@@ -254,6 +254,7 @@ _COMPONENT_MODULES = (
     "sgg.data.mapper",
     "sgg.modeling.detector",
     "sgg.modeling.relation",
+    "sgg.modeling.meta_arch.one_stage",
     "sgg.distill",
 )
 

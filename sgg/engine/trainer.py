@@ -77,8 +77,11 @@ def move_to_device(batch: Any, device: torch.device, non_blocking: bool = True) 
 
 
 class ModelEMA:
-    """Exponential moving average of a model's weights: ``ema = decay * ema + (1 - decay) * w``
-    after every optimizer step (floating-point tensors; other buffers are copied).
+    """Exponential moving average of a model's weights: ``ema = d * ema + (1 - d) * w`` after
+    every optimizer step (floating-point tensors; other buffers are copied), with the warm-up of
+    timm's ``ModelEmaV2`` / CenterNet-style trainers: ``d = min(decay, (1 + n) / (10 + n))`` at the
+    n-th update. Without it a run of a few thousand iterations at ``decay`` 0.999 would evaluate
+    weights that are still ~0.999^n made of the random initialisation.
 
     ``ema.model`` is a frozen copy in eval mode; use it for validation. State is checkpointed.
     """
@@ -94,11 +97,12 @@ class ModelEMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.updates += 1
+        decay = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
         src = unwrap_model(model).state_dict()
         for k, v in self.model.state_dict().items():
             w = src[k].detach()
             if v.dtype.is_floating_point:
-                v.lerp_(w.to(v.dtype), 1.0 - self.decay)
+                v.lerp_(w.to(v.dtype), 1.0 - decay)
             else:
                 v.copy_(w)
 

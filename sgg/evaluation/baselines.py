@@ -50,6 +50,31 @@ def frequency_prior_prediction(groundtruth: dict, pred_dist: np.ndarray) -> dict
             "rel_pairs": pairs, "rel_scores": rel_scores}
 
 
+def frequency_prior_on_records(records, pred_dist: np.ndarray, mode: str, ks=None) -> list:
+    """The frequency prior run through a model's OWN objects: for every evaluator record (a
+    model's saved predictions), keep the predicted boxes, labels and scores (PredCls: the GT ones,
+    as the evaluator's override does), score every ordered pair of them by ``softmax(pred_dist[ls,
+    lo])`` and re-rank by triplet score. Comparing a model with this isolates what its relation
+    predictions add over its object predictions. Returns new records (same ground truth)."""
+    from ..data.statistics import frequency_prior_predictions
+    from .sgg_eval import DEFAULT_KS, make_record
+
+    out = []
+    for r in records:
+        if mode == "predcls":
+            boxes, labels = r.gt_boxes, r.gt_labels.astype(np.int64)
+            scores = np.ones(len(labels), np.float32)
+        else:
+            boxes, labels, scores = r.boxes, r.labels.astype(np.int64), r.scores.astype(np.float32)
+        pairs = all_ordered_pairs(len(labels))
+        rel_scores = frequency_prior_predictions(pred_dist, labels, pairs)
+        pairs, rel_scores = order_by_triplet_score(pairs, rel_scores, scores)
+        gt = {"boxes": r.gt_boxes, "labels": r.gt_labels, "relations": r.gt_rels}
+        pred = {"boxes": boxes, "labels": labels, "scores": scores, "rel_pairs": pairs, "rel_scores": rel_scores}
+        out.append(make_record(gt, pred, mode, ks=ks or DEFAULT_KS, image_id=r.image_id))
+    return out
+
+
 def geometric_rule_prediction(groundtruth: dict, depth_map_m: np.ndarray, synth_cfg) -> dict:
     """PredCls prediction of SynthVG's rule for one image; ``depth_map_m`` in metres."""
     from ..data.synthetic import rule_predictions

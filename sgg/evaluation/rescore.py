@@ -38,19 +38,29 @@ def check_records_match_dataset(records, dataset, path: str) -> None:
 
 
 def rescore_predictions(path: str, dataset, zeroshot_triplets: Any = None, iou_threshold: float = 0.5,
-                        ks: Optional[tuple] = None, with_box_ap: bool = True) -> Dict[str, Any]:
-    """Metrics of the predictions file ``path`` on ``dataset`` (a VG150Dataset split)."""
+                        ks: Optional[tuple] = None, with_box_ap: bool = True,
+                        prior_pred_dist: Any = None) -> Dict[str, Any]:
+    """Metrics of the predictions file ``path`` on ``dataset`` (a VG150Dataset split).
+
+    With ``prior_pred_dist`` (the training statistics' ``pred_dist``) the file's relations are
+    replaced by the frequency prior over the file's own objects
+    (:func:`~sgg.evaluation.baselines.frequency_prior_on_records`)."""
     loaded = load_predictions(path)
     check_records_match_dataset(loaded.records, dataset, path)
     ks = tuple(loaded.ks if ks is None else ks)
     if max(ks) > max(loaded.ks):
         raise ValueError(f"{path}: saved with ks={loaded.ks}; cannot score K={max(ks)}")
-    metrics = evaluate_records(loaded.records, loaded.mode, dataset.num_predicates - 1,
+    records = loaded.records
+    if prior_pred_dist is not None:
+        from .baselines import frequency_prior_on_records
+
+        records = frequency_prior_on_records(records, prior_pred_dist, loaded.mode, ks=ks)
+    metrics = evaluate_records(records, loaded.mode, dataset.num_predicates - 1,
                                zeroshot_triplets=zeroshot_triplets, iou_threshold=iou_threshold,
                                ks=ks, predicate_names=dataset.ind_to_predicates[1:])
     if with_box_ap:
         from .evaluator import records_box_ap
 
-        metrics.update(records_box_ap(loaded.records, loaded.mode, dataset.ind_to_classes))
+        metrics.update(records_box_ap(records, loaded.mode, dataset.ind_to_classes))
     metrics["mode"] = loaded.mode
     return metrics

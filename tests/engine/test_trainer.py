@@ -431,3 +431,27 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     ckpt = load_checkpoint_file(str(out / "model_final.pth"))
     assert ckpt["iteration"] == 6 and len(ckpt["rng_states"]) == 2  # every rank's RNG state
     assert not any(k.startswith("module.") for k in ckpt["model"])  # unwrapped from DDP
+
+
+def test_model_ema_warms_up_then_uses_its_decay():
+    from sgg.engine.trainer import ModelEMA
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = ModelEMA(model, 0.99)
+    expected = 0.0
+    for n in range(1, 301):
+        with torch.no_grad():
+            model.weight.fill_(float(n))
+        ema.update(model)
+        d = min(0.99, (1 + n) / (10 + n))
+        expected = d * expected + (1 - d) * n
+        assert ema.model.weight.item() == pytest.approx(expected, rel=1e-5)
+        if n == 1:  # the first update keeps only 2/11 of the initial weights
+            assert ema.model.weight.item() == pytest.approx(9 / 11)
+    # once (1 + n) / (10 + n) > decay, the plain decay applies
+    ema.updates = 1000
+    before = ema.model.weight.item()
+    ema.update(model)
+    assert ema.model.weight.item() == pytest.approx(0.99 * before + 0.01 * 300, rel=1e-6)

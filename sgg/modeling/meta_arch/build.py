@@ -34,6 +34,16 @@ def build_two_stage(cfg, statistics: Optional[Mapping[str, Any]], num_obj_classe
     return TwoStageSGG(detector, head, mode)
 
 
+@META_ARCH_REGISTRY.register(name="OneStageSGG")
+def build_one_stage(cfg, statistics: Optional[Mapping[str, Any]], num_obj_classes: int, num_rel_classes: int):
+    """CoRF-style composite-field model of ``MODEL.ONESTAGE`` (statistics unused)."""
+    from .one_stage import OneStageSGG, build_composite_field_net, onestage_kwargs_from_config
+
+    mode = protocol_from_config(cfg)
+    net = build_composite_field_net(cfg, num_obj_classes - 1, num_rel_classes - 1)
+    return OneStageSGG(net, mode, **onestage_kwargs_from_config(cfg))
+
+
 def build_sgg_model(cfg, statistics: Optional[Mapping[str, Any]], num_obj_classes: int, num_rel_classes: int):
     """The model of MODEL.META_ARCHITECTURE (class counts include background)."""
     builder = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)

@@ -221,7 +221,7 @@ def decode_fields(outputs: Mapping[str, torch.Tensor], image_sizes: Sequence[Seq
                   mode: str = "sgdet", gt_boxes: Optional[Sequence[torch.Tensor]] = None,
                   gt_labels: Optional[Sequence[torch.Tensor]] = None, topk_objects: int = 100,
                   rel_threshold: float = 0.1, max_relations: Optional[int] = None,
-                  sgcls_iou: float = 0.5) -> List[SceneGraph]:
+                  sgcls_iou: float = 0.5, pair_score_filter: bool = True) -> List[SceneGraph]:
     """Scene graphs of a batch from the network fields (module docstring).
 
     Args:
@@ -239,6 +239,8 @@ def decode_fields(outputs: Mapping[str, torch.Tensor], image_sizes: Sequence[Seq
             evaluator's R/mR/ng-R need only the top 100; pair accuracy (A@K, PredCls/SGCls) needs
             the GT pairs further down too, so keep all there.
         sgcls_iou: IoU a detection needs with a GT box to give it its label (SGCls).
+        pair_score_filter: the reference's rule (SGDet / SGCls) keeping a candidate only when its
+            score > min(score_s, score_o) / 2; False keeps every candidate above ``rel_threshold``.
 
     Returns one :class:`SceneGraph` per image, boxes in the input-image frame,
     ``image_size = image_sizes[b]``. A graph with no object or no relation is valid and empty:
@@ -275,7 +277,7 @@ def decode_fields(outputs: Mapping[str, torch.Tensor], image_sizes: Sequence[Seq
             centers = torch.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1) / stride
         rel_pairs, rel_scores = decode_relations(
             outputs["rel_logits"][b], outputs["rel_subj"][b], outputs["rel_obj"][b], centers, scores, hw,
-            stride=stride, rel_threshold=rel_threshold, score_filter=mode != "predcls")
+            stride=stride, rel_threshold=rel_threshold, score_filter=pair_score_filter and mode != "predcls")
         graphs.append(SceneGraph.from_scores(boxes, labels, scores, rel_pairs, rel_scores, hw,
                                              top_k=max_relations))
     return graphs

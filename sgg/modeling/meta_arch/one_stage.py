@@ -1,0 +1,224 @@
+"""One-stage SGG (CoRF-style composite fields): one network predicts object and relation fields on
+a stride-16 grid, a vectorised decoder turns them into :class:`~sgg.structures.SceneGraph`s.
+
+Training: the mapper's GT (boxes in the resized frame, labels, relations) is encoded into dense
+targets on the padded batch grid and the six field losses are returned. Inference takes its
+inputs through :func:`~sgg.data.mapper.visible_inputs` (SGDet reads no GT; SGCls only the GT boxes;
+PredCls boxes and labels) and returns graphs in original image pixels, like the two-stage model.
+
+Config keys (``MODEL.ONESTAGE.*``, :func:`add_onestage_config`) are listed in the function.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+from yacs.config import CfgNode as CN
+
+from sgg.config import register_config_extension
+from sgg.data.mapper import visible_inputs
+from sgg.structures import SceneGraph
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["OneStageSGG", "add_onestage_config", "build_composite_field_net"]
+
+
+@register_config_extension
+def add_onestage_config(cfg: CN) -> None:
+    """``MODEL.ONESTAGE`` keys (idempotent):
+
+    * ``BACKBONE`` ("R-50"): "R-18" | "R-34" | "R-50" | "R-101" (torchvision ResNet, last stage
+      dilated, stride 16) or "timm:<name>" (e.g. "timm:swin_small_patch4_window7_224", + a
+      one-level FPN to stride 16); ``BACKBONE_WEIGHTS`` (""): a local weight file (never
+      downloaded); ``BACKBONE_NORM`` ("BN" | "FrozenBN" | "GN" | "SyncBN"); ``FREEZE_AT`` (0);
+      ``TIMM_KWARGS`` (""): extra ``timm.create_model`` arguments as a dict literal.
+    * Heads: ``OBJ_TRUNK`` / ``REL_TRUNK`` ("conv" | "deform" | "transformer"), ``HEAD_WIDTH``
+      (256), ``HEAD_CONVS`` (2, conv and deform trunks), ``HEAD_NORM`` ("" | "BN" | "GN"),
+      ``TRANSFORMER_LAYERS`` (6), ``TRANSFORMER_HEADS`` (8).
+    * Targets: ``MIN_OVERLAP`` (0.7, CenterNet radius), ``REL_MARGIN`` (0.3: the positive part of a
+      subject->object segment is [margin, 1 - margin]).
+    * Loss weights: ``LOSS_OBJ_HEATMAP`` 1, ``LOSS_OBJ_OFFSET`` 1, ``LOSS_OBJ_SIZE`` 0.1,
+      ``LOSS_REL_HEATMAP`` 1, ``LOSS_REL_VECTOR`` 1, ``LOSS_REL_SCALE`` 1.
+    * Decoding: ``TOPK_OBJECTS`` (100), ``REL_THRESHOLD`` (0.1), ``MAX_RELATIONS`` (0 = all pairs),
+      ``SGCLS_IOU`` (0.5), ``PAIR_SCORE_FILTER`` (True: the reference's SGDet/SGCls rule keeping a
+      relation candidate only when its score > min(subject score, object score) / 2).
+    """
+    if "ONESTAGE" not in cfg.MODEL:
+        cfg.MODEL.ONESTAGE = CN()
+    o = cfg.MODEL.ONESTAGE
+    for key, value in (
+        ("BACKBONE", "R-50"), ("BACKBONE_WEIGHTS", ""), ("BACKBONE_NORM", "BN"), ("FREEZE_AT", 0),
+        ("TIMM_KWARGS", ""),
+        ("OBJ_TRUNK", "conv"), ("REL_TRUNK", "conv"), ("HEAD_WIDTH", 256), ("HEAD_CONVS", 2),
+        ("HEAD_NORM", ""), ("TRANSFORMER_LAYERS", 6), ("TRANSFORMER_HEADS", 8),
+        ("MIN_OVERLAP", 0.7), ("REL_MARGIN", 0.3),
+        ("LOSS_OBJ_HEATMAP", 1.0), ("LOSS_OBJ_OFFSET", 1.0), ("LOSS_OBJ_SIZE", 0.1),
+        ("LOSS_REL_HEATMAP", 1.0), ("LOSS_REL_VECTOR", 1.0), ("LOSS_REL_SCALE", 1.0),
+        ("TOPK_OBJECTS", 100), ("REL_THRESHOLD", 0.1), ("MAX_RELATIONS", 0), ("SGCLS_IOU", 0.5), ("PAIR_SCORE_FILTER", True),
+    ):
+        o.setdefault(key, value)
+
+
+class OneStageSGG(nn.Module):
+    """``net`` (:class:`~sgg.modeling.onestage.fields.CompositeFieldNet`) + target encoding, losses
+    and decoding, for protocol ``mode``.
+
+    Args:
+        net: the field network (``net.stride``, ``net.num_classes`` C and ``net.num_predicates`` P
+            without background).
+        mode: "predcls" | "sgcls" | "sgdet" (what the model may read at test time).
+        pixel_mean, pixel_std, to_bgr255: input normalisation of the uint8 RGB mapper images
+            (``to_bgr255``: BGR 0..255 minus mean, else RGB / 255, then (x - mean) / std).
+        size_divisibility: the batch is zero-padded to a multiple of this (>= the stride).
+        min_overlap, rel_margin: target encoding (:func:`~sgg.modeling.onestage.encoder.encode_targets`).
+        loss_weights: :func:`~sgg.modeling.onestage.losses.field_losses` weights.
+        topk_objects, rel_threshold, max_relations, sgcls_iou: decoding
+            (:func:`~sgg.modeling.onestage.decoder.decode_fields`).
+
+    ``forward(batched_inputs)`` takes mapper dicts; training returns ``{loss_obj_heatmap,
+    loss_obj_offset, loss_obj_size, loss_rel_heatmap, loss_rel_vector, loss_rel_scale}``,
+    inference a list of :class:`SceneGraph` in original image pixels. ``forward_fields(images)``
+    is the raw network (used by the depth teacher and the export).
+    """
+
+    def __init__(self, net: nn.Module, mode: str, *, pixel_mean: Sequence[float] = (0.485, 0.456, 0.406),
+                 pixel_std: Sequence[float] = (0.229, 0.224, 0.225), to_bgr255: bool = False,
+                 size_divisibility: int = 32, min_overlap: float = 0.7, rel_margin: float = 0.3,
+                 loss_weights: Optional[Mapping[str, float]] = None, topk_objects: int = 100,
+                 rel_threshold: float = 0.1, max_relations: Optional[int] = None, sgcls_iou: float = 0.5,
+                 pair_score_filter: bool = True) -> None:
+        super().__init__()
+        if mode not in ("predcls", "sgcls", "sgdet"):
+            raise ValueError(f"mode must be predcls, sgcls or sgdet, got {mode!r}")
+        self.net = net
+        self.mode = mode
+        self.stride = int(getattr(net, "stride", 16))
+        self.num_classes = int(net.num_classes)
+        self.num_predicates = int(net.num_predicates)
+        self.to_bgr255 = bool(to_bgr255)
+        self.size_divisibility = max(int(size_divisibility), self.stride)
+        if self.size_divisibility % self.stride:
+            raise ValueError(f"size_divisibility {size_divisibility} must be a multiple of the stride {self.stride}")
+        self.min_overlap = float(min_overlap)
+        self.rel_margin = float(rel_margin)
+        self.loss_weights = dict(loss_weights or {})
+        self.topk_objects = int(topk_objects)
+        self.rel_threshold = float(rel_threshold)
+        self.max_relations = int(max_relations) if max_relations else None
+        self.sgcls_iou = float(sgcls_iou)
+        self.pair_score_filter = bool(pair_score_filter)
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 RGB ``[3, H, W]`` (or float 0..255) -> normalised float on the model's device."""
+        x = image.to(self.device, non_blocking=True).float()
+        x = x.flip(0) if self.to_bgr255 else x / 255.0
+        return (x - self.pixel_mean) / self.pixel_std
+
+    def preprocess(self, images: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, List[Tuple[int, int]]]:
+        """-> (``[B, C, Hp, Wp]`` normalised, zero-padded at the bottom / right to
+        ``size_divisibility``; the unpadded (h, w) of each image)."""
+        imgs = [self.normalize(x) for x in images]
+        sizes = [(int(x.shape[-2]), int(x.shape[-1])) for x in imgs]
+        div = self.size_divisibility
+        hp = int(math.ceil(max(s[0] for s in sizes) / div) * div)
+        wp = int(math.ceil(max(s[1] for s in sizes) / div) * div)
+        batch = imgs[0].new_zeros((len(imgs), imgs[0].shape[0], hp, wp))
+        for b, x in zip(batch, imgs):
+            b[:, : x.shape[1], : x.shape[2]].copy_(x)
+        return batch, sizes
+
+    def forward_fields(self, images: torch.Tensor) -> Dict[str, Any]:
+        return self.net(images)
+
+    def encode(self, batched_inputs: Sequence[dict], grid_size: Tuple[int, int]) -> Dict[str, torch.Tensor]:
+        """Dense targets of the batch on ``grid_size`` (the network's output grid)."""
+        from sgg.modeling.onestage.encoder import encode_batch, encode_targets
+
+        per_image = []
+        for d in batched_inputs:
+            if "instances" not in d or "relations" not in d:
+                raise KeyError("one-stage training needs 'instances' (gt_boxes, gt_classes) and 'relations' "
+                               "in every input (the mapper's training output)")
+            inst = d["instances"]
+            per_image.append(encode_targets(
+                inst.gt_boxes.tensor.to(self.device).float(), inst.gt_classes.to(self.device).long(),
+                d["relations"].to(self.device).long(), grid_size, self.num_classes, self.num_predicates,
+                stride=self.stride, min_overlap=self.min_overlap, rel_margin=self.rel_margin))
+        return encode_batch(per_image, grid_size)
+
+    def losses(self, fields: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        from sgg.modeling.onestage.losses import field_losses
+
+        return field_losses(fields, targets, self.loss_weights)
+
+    def forward(self, batched_inputs: Sequence[dict]):
+        if self.training:
+            images, _ = self.preprocess([d["image"] for d in batched_inputs])
+            fields = self.net(images)
+            targets = self.encode(batched_inputs, tuple(fields["obj_logits"].shape[-2:]))
+            return self.losses(fields, targets)
+        return self.inference(batched_inputs)
+
+    def inference(self, batched_inputs: Sequence[dict], fields: Optional[Mapping[str, torch.Tensor]] = None
+                  ) -> List[SceneGraph]:
+        from sgg.modeling.onestage.decoder import decode_fields
+
+        inputs = [visible_inputs(d, self.mode) for d in batched_inputs]
+        images, sizes = self.preprocess([d["image"] for d in inputs])
+        if fields is None:
+            fields = self.net(images)
+        gt_boxes = gt_labels = None
+        if self.mode != "sgdet":
+            gt_boxes = [d["instances"].gt_boxes.tensor.to(self.device).float() for d in inputs]
+        if self.mode == "predcls":
+            gt_labels = [d["instances"].gt_classes.to(self.device).long() for d in inputs]
+        graphs = decode_fields(fields, sizes, stride=self.stride, mode=self.mode, gt_boxes=gt_boxes,
+                               gt_labels=gt_labels, topk_objects=self.topk_objects,
+                               rel_threshold=self.rel_threshold, max_relations=self.max_relations,
+                               sgcls_iou=self.sgcls_iou, pair_score_filter=self.pair_score_filter)
+        return [g.resized((int(d["height"]), int(d["width"]))) for g, d in zip(graphs, inputs)]
+
+
+def build_composite_field_net(cfg, num_classes: int, num_predicates: int) -> nn.Module:
+    """The field network of ``cfg.MODEL.ONESTAGE`` (class counts WITHOUT background)."""
+    from sgg.modeling.backbone.build import parse_timm_kwargs
+    from sgg.modeling.onestage.backbone import build_onestage_backbone
+    from sgg.modeling.onestage.fields import CompositeFieldNet
+
+    o = cfg.MODEL.ONESTAGE
+    if o.BACKBONE.startswith("timm:"):
+        backbone = build_onestage_backbone(o.BACKBONE, pretrained_weights=o.BACKBONE_WEIGHTS,
+                                           **parse_timm_kwargs(o.TIMM_KWARGS))
+    else:
+        backbone = build_onestage_backbone(o.BACKBONE, pretrained_weights=o.BACKBONE_WEIGHTS,
+                                           norm=o.BACKBONE_NORM, freeze_at=o.FREEZE_AT)
+
+    def head_kwargs(trunk: str) -> Dict[str, Any]:
+        return dict(trunk=trunk, width=o.HEAD_WIDTH, num_convs=o.HEAD_CONVS, norm=o.HEAD_NORM,
+                    num_layers=o.TRANSFORMER_LAYERS, num_heads=o.TRANSFORMER_HEADS)
+
+    return CompositeFieldNet(backbone, num_classes, num_predicates, obj_head_kwargs=head_kwargs(o.OBJ_TRUNK),
+                             rel_head_kwargs=head_kwargs(o.REL_TRUNK))
+
+
+def onestage_kwargs_from_config(cfg) -> Dict[str, Any]:
+    o = cfg.MODEL.ONESTAGE
+    return dict(
+        pixel_mean=tuple(cfg.INPUT.PIXEL_MEAN), pixel_std=tuple(cfg.INPUT.PIXEL_STD),
+        to_bgr255=bool(cfg.INPUT.TO_BGR255), size_divisibility=max(int(cfg.DATALOADER.SIZE_DIVISIBILITY), 16),
+        min_overlap=o.MIN_OVERLAP, rel_margin=o.REL_MARGIN,
+        loss_weights=dict(obj_hm=o.LOSS_OBJ_HEATMAP, obj_offset=o.LOSS_OBJ_OFFSET, obj_size=o.LOSS_OBJ_SIZE,
+                          rel_hm=o.LOSS_REL_HEATMAP, rel_vec=o.LOSS_REL_VECTOR, rel_scale=o.LOSS_REL_SCALE),
+        topk_objects=o.TOPK_OBJECTS, rel_threshold=o.REL_THRESHOLD, max_relations=o.MAX_RELATIONS or None,
+        sgcls_iou=o.SGCLS_IOU, pair_score_filter=o.PAIR_SCORE_FILTER,
+    )
