@@ -601,3 +601,45 @@ def test_trainer_logs_the_three_stage2_terms(tmp_path):
         assert len(window[k]) == 3 and all(math.isfinite(v) for v in window[k]), k
     assert window["loss_anchor"][0] == 0.0 and window["loss_anchor"][-1] > 0.0
     assert hml_loss.tap.record is None
+
+
+FISHER_DDP_SCRIPT = r'''
+import os, sys, torch
+from sgg.utils import comm
+from sgg.distill.hml import estimate_fisher
+comm.init_from_env(backend="gloo")
+rank = comm.get_rank()
+torch.manual_seed(0)
+m = torch.nn.Linear(2, 1)
+xs = [torch.tensor([[0.1, 0.2]]), torch.tensor([[0.3, -0.5]])] if rank == 0 else \
+     [torch.tensor([[0.7, 0.1]]), torch.tensor([[-0.2, 0.4]])]
+f = estimate_fisher(m, dict(m.named_parameters()), xs, lambda mod, x: mod(x).sum(), alpha=0.5)
+if rank == 0:
+    torch.save(f, os.path.join(sys.argv[1], "fisher.pt"))
+comm.shutdown()
+'''
+
+
+def test_fisher_is_averaged_over_ranks(tmp_path):
+    """Two gloo ranks with different batches: F is the EMA of the per-batch squared gradients
+    averaged over the ranks (hand-computed: d/dw = x, d/db = 1)."""
+    import socket
+    import subprocess
+    import sys
+
+    script = tmp_path / "fisher_ddp.py"
+    script.write_text(FISHER_DDP_SCRIPT)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=repo, OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                          f"--master_port={port}", str(script), str(tmp_path)],
+                         env=env, capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    f = torch.load(tmp_path / "fisher.pt", weights_only=True)
+    s1 = (torch.tensor([0.1, 0.2]) ** 2 + torch.tensor([0.7, 0.1]) ** 2) / 2  # batch 1, mean over ranks
+    s2 = (torch.tensor([0.3, -0.5]) ** 2 + torch.tensor([-0.2, 0.4]) ** 2) / 2
+    assert torch.allclose(f["weight"].flatten(), 0.5 * s2 + 0.5 * s1)
+    assert torch.allclose(f["bias"], torch.tensor([1.0]))

@@ -78,3 +78,20 @@ def test_stage2_starts_at_stage1_weights(data_root, tmp_path):
     params = hml.hml_anchor_params(model)
     for k, v in st.theta_star.items():
         assert torch.equal(params[k].detach().cpu(), v.cpu()), k
+
+
+@pytest.mark.parametrize("mode", ["sgcls", "sgdet"])
+def test_hml_runs_in_sgcls_and_sgdet(mode, data_root, tmp_path):
+    from sgg.distill import hml
+    from sgg.engine.relation import train_relation
+
+    out = tmp_path / mode
+    cfg = tiny_config(data_root, out, mode, *HML)
+    res = train_relation(cfg)
+    assert res["state"] == "completed"
+    st = hml.load_stage1(str(out / "stage1"))
+    assert st.fisher and st.meta["mode"] == mode
+    rows = [r for r in _rows(out / "metrics.json") if "loss_rel" in r]
+    assert {"loss_rel", "loss_distill", "loss_anchor", "loss_refine_obj"} <= set(rows[-1])
+    metrics = res["synthvg_tiny_test"]
+    assert metrics["mode"] == mode and "mR@50" in metrics
