@@ -231,13 +231,18 @@ class MetricsWriter(HookBase):
     in ``<output_dir>/metrics.json`` and tensorboard scalars (rank 0 only).
 
     Loss terms and times are averaged over the iterations since the last write; ``lr`` is the
-    latest. Validation results are written as soon as they exist.
+    latest. Validation results are written as soon as they exist. At the end of training (not
+    after a SIGTERM stop, which resumes later) ``plot_curves`` draws ``<output_dir>/training_curves.png``
+    from ``metrics.json`` (:func:`sgg.utils.curves.plot_training_curves`); a plotting error only
+    logs a warning.
     """
 
-    def __init__(self, output_dir: str, period: int = 20, tensorboard: bool = True) -> None:
+    def __init__(self, output_dir: str, period: int = 20, tensorboard: bool = True,
+                 plot_curves: bool = True) -> None:
         self.output_dir = output_dir
         self.period = max(1, int(period))
         self.tensorboard = tensorboard
+        self.plot_curves = plot_curves
         self._json = None
         self._tb = None
         self._recent_times: List[float] = []
@@ -312,12 +317,26 @@ class MetricsWriter(HookBase):
                 self._write(self.trainer.iter, evals, console=False)
             if self.trainer.state != "failed":
                 self.write_window()
+        wrote_json = self._json is not None
         if self._json is not None:
             self._json.close()
             self._json = None
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        if wrote_json and self.plot_curves and getattr(self.trainer, "state", None) != "preempted":
+            self._plot_curves()
+
+    def _plot_curves(self) -> None:
+        """``training_curves.png`` from ``metrics.json`` (rank 0); never raises."""
+        path = os.path.join(self.output_dir, "metrics.json")
+        try:
+            from sgg.utils.curves import plot_training_curves
+
+            out = plot_training_curves(path, os.path.join(self.output_dir, "training_curves.png"))
+            logger.info("training curves written to %s", out)
+        except Exception as e:  # noqa: BLE001 - a plot must never fail a training run
+            logger.warning("could not plot the training curves from %s (%s: %s)", path, type(e).__name__, e)
 
 
 # ---------------------------------------------------------------------------------------------
