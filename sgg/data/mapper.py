@@ -9,7 +9,9 @@
      "instances": Instances((H, W), gt_boxes=Boxes [N, 4] (resized frame), gt_classes=int64 [N]
                             [, gt_attributes=int64 [N, 10]]),       # GT
      "relations": int64 Tensor [M, 3],            # GT: (subject idx, object idx, predicate)
-     "depth": float32 Tensor [1, H, W]}           # only when depth loading is on
+     "depth": float32 Tensor [1, H, W]}           # only when depth loading is on: metres (x
+                                                  # INPUT.DEPTH_SCALE), or [3, H, W] encoded
+                                                  # (INPUT.DEPTH_ENCODING, depth_encoding.py)
 
 GT is ALWAYS in the dict, at test time too, because the evaluator needs it. The keys that hold
 GT are :data:`GT_KEYS`; what a model may read at test time depends on the protocol:
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
@@ -30,6 +33,7 @@ from yacs.config import CfgNode as CN
 from sgg.config import register_config_extension
 from sgg.structures import Boxes, Instances
 
+from .depth_encoding import ENCODINGS, encode_depth, is_encoded_depth
 from .transforms import Compose, build_transforms
 
 logger = logging.getLogger(__name__)
@@ -43,10 +47,16 @@ MODES = ("predcls", "sgcls", "sgdet")
 def add_input_config(cfg: CN) -> None:
     """``INPUT.LOAD_DEPTH`` (False): read ``depth_file`` (the dataset's ``depth/`` folder) and return
     ``depth``; ``INPUT.DEPTH_INTERP`` ("nearest" | "linear"): depth resampling on resize;
-    ``INPUT.DEPTH_SCALE`` (1.0): factor applied to stored depth values (e.g. 0.001 for PNG in mm)."""
+    ``INPUT.DEPTH_SCALE`` (1.0): factor applied to stored depth values (e.g. 0.001 for PNG in mm;
+    the encodings want metres); ``INPUT.DEPTH_ENCODING`` ("" | "hha" | "normalized"): return
+    ``depth`` as the 3-channel encoding of :func:`sgg.data.depth_encoding.encode_depth` (computed
+    at the original resolution, then resized / flipped with the image); ``INPUT.DEPTH_FOCAL`` (0.0):
+    the HHA back-projection's focal length in pixels of the original image (0 = its width)."""
     cfg.INPUT.setdefault("LOAD_DEPTH", False)
     cfg.INPUT.setdefault("DEPTH_INTERP", "nearest")
     cfg.INPUT.setdefault("DEPTH_SCALE", 1.0)
+    cfg.INPUT.setdefault("DEPTH_ENCODING", "")
+    cfg.INPUT.setdefault("DEPTH_FOCAL", 0.0)
 
 
 def visible_inputs(d: Dict[str, Any], mode: str) -> Dict[str, Any]:
@@ -93,6 +103,12 @@ class SceneGraphMapper:
         brightness, contrast, saturation, hue: colour jitter (train only, never on depth).
         load_depth: read ``dataset_dict["depth_file"]`` and return ``depth``.
         depth_interp: ``"nearest"`` or ``"linear"``; depth_scale: multiplies stored depth values.
+        depth_encoding: ``""`` (raw depth ``[1, H, W]``), ``"hha"`` or ``"normalized"``: ``depth``
+            is :func:`~sgg.data.depth_encoding.encode_depth` of the map at the image's original
+            resolution, ``[3, H, W]``, then transformed with the image (same resize and flips;
+            colour jitter never touches it). A ``.npy`` file holding ``[3, H, W]`` (made by
+            ``tools/encode_depth.py``) is taken as the ready encoding.
+        depth_focal: focal length (original pixels) of the HHA back-projection (<= 0: image width).
         transforms: a ready :class:`~sgg.data.transforms.Compose` (replaces the above).
         image_loader: ``path -> uint8 [H, W, 3] RGB`` (default ``vg150.load_image``).
         depth_loader: ``(path, scale) -> float32 [H, W]`` (default ``vg150.load_depth``).
@@ -122,13 +138,16 @@ class SceneGraphMapper:
             load_depth=bool(inp.get("LOAD_DEPTH", False)),
             depth_interp=inp.get("DEPTH_INTERP", "nearest"),
             depth_scale=float(inp.get("DEPTH_SCALE", 1.0)),
+            depth_encoding=inp.get("DEPTH_ENCODING", ""),
+            depth_focal=float(inp.get("DEPTH_FOCAL", 0.0)),
         )
 
     def _setup(self, *, is_train: bool, mode: str, min_size_train: Sequence[int] = (600,),
                max_size_train: int = 1000, min_size_test: int = 600, max_size_test: int = 1000,
                hflip_prob: float = 0.0, vflip_prob: float = 0.0, brightness: float = 0.0,
                contrast: float = 0.0, saturation: float = 0.0, hue: float = 0.0, load_depth: bool = False,
-               depth_interp: str = "nearest", depth_scale: float = 1.0, transforms: Optional[Compose] = None,
+               depth_interp: str = "nearest", depth_scale: float = 1.0, depth_encoding: str = "",
+               depth_focal: float = 0.0, transforms: Optional[Compose] = None,
                image_loader: Optional[Callable[[str], np.ndarray]] = None,
                depth_loader: Optional[Callable[[str, float], np.ndarray]] = None) -> None:
         if mode not in MODES:
@@ -138,6 +157,10 @@ class SceneGraphMapper:
         self.load_depth = bool(load_depth)
         self.depth_scale = float(depth_scale)
         self.depth_interp = depth_interp
+        if depth_encoding not in ("",) + ENCODINGS:
+            raise ValueError(f"INPUT.DEPTH_ENCODING must be '' or one of {ENCODINGS}, got {depth_encoding!r}")
+        self.depth_encoding = depth_encoding
+        self.depth_focal = float(depth_focal)
         self.transforms = transforms if transforms is not None else build_transforms(
             self.is_train, min_size_train=min_size_train, max_size_train=max_size_train,
             min_size_test=min_size_test, max_size_test=max_size_test, hflip_prob=hflip_prob,
@@ -151,9 +174,25 @@ class SceneGraphMapper:
         return visible_inputs(d, self.mode)
 
     def _read_depth(self, path: str, hw: Sequence[int]) -> np.ndarray:
+        """The depth of an image of size ``hw``, pixel-aligned with it: float32 ``[H, W]`` (raw,
+        times ``depth_scale``) or, with ``depth_encoding``, the encoding ``[H, W, 3]`` (channels
+        last, as the transforms take it), computed at this (original) resolution."""
         import cv2
 
-        depth = self.depth_loader(path, self.depth_scale)
+        encoded = None
+        if path.lower().endswith(".npy") and os.path.isfile(path):
+            try:
+                peek = np.load(path, mmap_mode="r")
+            except (ValueError, OSError) as e:  # truncated / pickled .npy: name the file
+                raise ValueError(f"cannot read depth map '{path}': {e}") from e
+            if is_encoded_depth(peek):
+                if not self.depth_encoding:
+                    raise ValueError(f"'{path}' holds a 3-channel depth encoding {tuple(peek.shape)} but "
+                                     f"INPUT.DEPTH_ENCODING is empty (raw depth expected): set INPUT.DEPTH_ENCODING "
+                                     f"to the encoding's mode, or point the depth folder at raw depth maps")
+                encoded = np.ascontiguousarray(np.asarray(peek, dtype=np.float32).transpose(1, 2, 0))
+            del peek
+        depth = encoded if encoded is not None else self.depth_loader(path, self.depth_scale)
         h, w = int(hw[0]), int(hw[1])
         if depth.shape[:2] != (h, w):
             dh, dw = depth.shape[:2]
@@ -162,7 +201,11 @@ class SceneGraphMapper:
                                  f"ratios differ, so the depth cannot be aligned with the image")
             interp = cv2.INTER_NEAREST_EXACT if self.depth_interp == "nearest" else cv2.INTER_LINEAR
             depth = cv2.resize(depth, (w, h), interpolation=interp)
-        return depth.astype(np.float32, copy=False)
+        depth = depth.astype(np.float32, copy=False)
+        if self.depth_encoding and encoded is None:
+            depth = np.ascontiguousarray(
+                encode_depth(depth, self.depth_encoding, focal=self.depth_focal or None).transpose(1, 2, 0))
+        return depth
 
     def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
         d = copy.copy(dataset_dict)
@@ -180,7 +223,14 @@ class SceneGraphMapper:
             if "depth_file" not in d:
                 raise KeyError(f"depth loading is on (INPUT.LOAD_DEPTH) but image '{d['file_name']}' has no "
                                f"depth_file: build the dataset with its depth folder")
-            depth = self._read_depth(d["depth_file"], (ih, iw))
+            try:
+                depth = self._read_depth(d["depth_file"], (ih, iw))
+            except FileNotFoundError as e:
+                raise FileNotFoundError(
+                    f"depth map '{d['depth_file']}' of image '{d['file_name']}' does not exist: INPUT.LOAD_DEPTH "
+                    f"is on, so every image needs a depth map ({{image_id}}.png 16-bit or .npy) in the depth "
+                    f"folder '{os.path.dirname(d['depth_file'])}'. Add the missing maps, or set INPUT.LOAD_DEPTH "
+                    f"False (RGB-only models never read depth)") from e
 
         image, boxes, depth = self.transforms(image, boxes, depth)
         h, w = image.shape[:2]
@@ -201,5 +251,7 @@ class SceneGraphMapper:
                                                     dtype=np.int64).reshape(-1, 3)),
         }
         if depth is not None:
-            out["depth"] = torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32))[None]
+            depth = np.ascontiguousarray(depth.transpose(2, 0, 1) if depth.ndim == 3 else depth[None],
+                                         dtype=np.float32)
+            out["depth"] = torch.from_numpy(depth)
         return out

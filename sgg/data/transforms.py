@@ -3,7 +3,8 @@
 Every transform is a callable ``t(image, boxes=None, depth=None) -> (image, boxes, depth)`` on
 numpy arrays: ``image`` uint8 ``[H, W, 3]`` (RGB), ``boxes`` float32 ``[N, 4]`` xyxy pixels
 (continuous convention: a box ``[x1, x2]`` covers pixel columns ``x1 .. x2 - 1``), ``depth``
-float32 ``[H, W]``. Random choices are drawn once per call (from ``numpy.random``, which the data
+float32 ``[H, W]`` (metres) or ``[H, W, C]`` (an encoding, channels last, e.g. the 3 HHA channels
+of ``depth_encoding.py``: every channel gets the same geometry). Random choices are drawn once per call (from ``numpy.random``, which the data
 loader seeds per worker), so the image, its boxes and its depth always receive the same geometry.
 
 * :class:`ResizeShortestEdge`: maskrcnn_benchmark's ``Resize`` (shorter side sampled from
@@ -73,7 +74,8 @@ class ResizeShortestEdge:
         if boxes is not None:
             boxes = boxes * np.array([nw / w, nh / h, nw / w, nh / h], dtype=np.float32)
         if depth is not None:
-            depth = cv2.resize(depth, (nw, nh), interpolation=_DEPTH_INTERP[self.depth_interp])
+            resized = cv2.resize(depth, (nw, nh), interpolation=_DEPTH_INTERP[self.depth_interp])
+            depth = resized.reshape(nh, nw, *depth.shape[2:])  # cv2 drops a trailing channel axis of size 1
         return image, boxes, depth
 
     def __repr__(self) -> str:

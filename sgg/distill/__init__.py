@@ -1,6 +1,21 @@
 """Distillation and memory terms built by the trainer, not by the model (DESIGN.md, data flow 5):
 they take the model (and frozen stage-1 parameters / a frozen parent) and return extra ``loss_*``
-terms. :mod:`sgg.distill.hml`: Hierarchical Memory Learning (specs/hml.md)."""
+terms. :mod:`sgg.distill.hml`: Hierarchical Memory Learning (specs/hml.md);
+:mod:`sgg.distill.depth_teacher`: the STDG depth teacher of the one-stage model (specs/onestage.md)."""
+from .depth_teacher import (
+    STDG_MODES,
+    DepthTeacherDistillation,
+    FieldTap,
+    FrozenTeacher,
+    add_stdg_config,
+    build_depth_teacher,
+    feature_mse,
+    load_teacher_weights,
+    masked_offset_mse,
+    teacher_config,
+    valid_cell_mask,
+    validate_stdg_config,
+)
 from .hierarchy import HIERARCHY_FILE, IGNORE_INDEX, PredicateHierarchy
 from .hml import (
     STAGE1_FILE,
@@ -36,6 +51,18 @@ from .hml import (
 )
 
 __all__ = [
+    "STDG_MODES",
+    "DepthTeacherDistillation",
+    "FieldTap",
+    "FrozenTeacher",
+    "add_stdg_config",
+    "build_depth_teacher",
+    "feature_mse",
+    "load_teacher_weights",
+    "masked_offset_mse",
+    "teacher_config",
+    "valid_cell_mask",
+    "validate_stdg_config",
     "HIERARCHY_FILE",
     "HMLLoss",
     "HMLRelationLoss",

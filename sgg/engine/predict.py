@@ -209,7 +209,9 @@ class Predictor:
     def __init__(self, cfg, weights: str = "", *, device: Optional[Union[str, torch.device]] = None) -> None:
         from sgg.modeling.meta_arch import build_sgg_model
 
-        cfg = cfg.clone()
+        from .stdg import inference_config
+
+        cfg = inference_config(cfg).clone()  # an STDG student is RGB-only: no depth maps
         cfg.defrost()
         if device is not None:
             cfg.MODEL.DEVICE = str(device)

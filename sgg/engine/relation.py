@@ -71,6 +71,10 @@ def train_relation(cfg, resume: bool = True) -> Dict[str, Any]:
 
     if cfg.MODEL.HML.ENABLED:
         return train_relation_hml(cfg, resume=resume)
+    if cfg.MODEL.STDG.MODE:
+        from .stdg import train_stdg
+
+        return train_stdg(cfg, resume=resume)
     mode = protocol_from_config(cfg)
     model, train_dataset, stats = build_relation_model(cfg)
     logger.info("protocol %s; %d train images; model:\n%s", mode, len(train_dataset), model)
@@ -176,6 +180,9 @@ def _unwrap(model):
 def test_relation(cfg, weights: str = "") -> Dict[str, Any]:
     """Load ``weights`` (a checkpoint file, or a directory whose ``last_checkpoint`` names one;
     default OUTPUT_DIR as SGB's test command) and evaluate every DATASETS.TEST split."""
+    from .stdg import inference_config
+
+    cfg = inference_config(cfg)  # STDG combine: the student is RGB-only, no depth maps are read
     model, _, stats = build_relation_model(cfg)
     Checkpointer(model, cfg.OUTPUT_DIR).load(weights or cfg.MODEL.WEIGHT or cfg.OUTPUT_DIR, model_only=True,
                                              prefer_ema=True)

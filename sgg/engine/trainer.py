@@ -4,7 +4,9 @@ Contract with the model: ``model(batch)`` in training mode returns ``dict[str, T
 entries whose key starts with ``"loss"`` are scalar tensors summed into the loss that is
 back-propagated, other scalar entries are logged only. Extra loss terms (distillation, parameter
 anchoring) come from ``extra_losses``: callables ``fn(model, batch, outputs) -> {"loss_x": ...}``
-evaluated right after the forward pass (same autocast region) with the unwrapped model.
+evaluated right after the forward pass (same autocast region) with the unwrapped model; as for the
+model, their ``loss*`` entries are summed and their other scalar entries only logged (e.g. a
+frozen teacher's own losses, for monitoring).
 
 One iteration (``trainer.iter`` counts completed iterations; iteration ``i`` is 1-based)::
 
@@ -183,7 +185,8 @@ class Trainer:
         ema_decay: > 0 keeps an EMA of the weights (``trainer.ema``).
         find_unused_parameters, broadcast_buffers: passed to DistributedDataParallel.
         batch_to_device: ``fn(batch, device) -> batch`` (default :func:`move_to_device`).
-        extra_losses: callables ``fn(model, batch, outputs) -> {"loss_*": tensor}``.
+        extra_losses: callables ``fn(model, batch, outputs) -> {"loss_*": tensor, other: scalar}``
+            (``loss*`` entries summed, other scalar entries logged only).
         output_dir: where checkpoints go; cfg: stored in checkpoints.
         checkpointer: defaults to a :class:`sgg.checkpoint.Checkpointer` over everything.
         handle_sigterm: install the SIGTERM handler during :meth:`train` (main thread only).
@@ -427,6 +430,7 @@ class Trainer:
         data_time = time.perf_counter() - t0
         batch = self.batch_to_device(batch, self.device)
 
+        extra_logged: Dict[str, torch.Tensor] = {}
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
             outputs = self.ddp_model(batch)
@@ -437,6 +441,8 @@ class Trainer:
                 if clash:
                     raise ValueError(f"extra loss terms {sorted(clash)} clash with the model's")
                 losses.update(self._check_losses(extra, required=False))
+                extra_logged.update({k: v.detach() for k, v in extra.items()
+                                     if not k.startswith("loss") and torch.is_tensor(v) and v.numel() == 1})
         total = torch.stack([v.float() for v in losses.values()]).sum()
 
         # One all-reduce: the summed loss (non-finite anywhere -> all ranks stop together) and the
@@ -473,6 +479,7 @@ class Trainer:
         for k, v in outputs.items():
             if not k.startswith("loss") and torch.is_tensor(v) and v.numel() == 1:
                 scalars[k] = v.detach().float().item()
+        scalars.update({k: v.float().item() for k, v in extra_logged.items()})
         if grad_norm is not None:
             scalars["grad_norm"] = float(grad_norm)
         if self.scaler.is_enabled():

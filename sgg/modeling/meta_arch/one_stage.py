@@ -73,6 +73,11 @@ class OneStageSGG(nn.Module):
         mode: "predcls" | "sgcls" | "sgdet" (what the model may read at test time).
         pixel_mean, pixel_std, to_bgr255: input normalisation of the uint8 RGB mapper images
             (``to_bgr255``: BGR 0..255 minus mean, else RGB / 255, then (x - mean) / std).
+        input_key: the mapper key the network reads: ``"image"`` (default, RGB) or ``"depth"``
+            (the STDG depth model, ``MODEL.STDG.MODE "depth"``: the mapper's 3-channel depth
+            encoding ``[3, H, W]`` in [0, 1], normalised as ``(x - pixel_mean) / pixel_std`` with no
+            /255 and no channel flip; ``MODEL.STDG.DEPTH_PIXEL_MEAN`` 0 / ``DEPTH_PIXEL_STD`` 1
+            by default, i.e. the encoding as it is).
         size_divisibility: the batch is zero-padded to a multiple of this (>= the stride).
         min_overlap, rel_margin: target encoding (:func:`~sgg.modeling.onestage.encoder.encode_targets`).
         loss_weights: :func:`~sgg.modeling.onestage.losses.field_losses` weights.
@@ -82,7 +87,8 @@ class OneStageSGG(nn.Module):
     ``forward(batched_inputs)`` takes mapper dicts; training returns ``{loss_obj_heatmap,
     loss_obj_offset, loss_obj_size, loss_rel_heatmap, loss_rel_vector, loss_rel_scale}``,
     inference a list of :class:`SceneGraph` in original image pixels. ``forward_fields(images)``
-    is the raw network (used by the depth teacher and the export).
+    is the raw network (used by the depth teacher and the export). The network reads
+    ``d[input_key]`` of every input (:meth:`input_tensors`).
     """
 
     def __init__(self, net: nn.Module, mode: str, *, pixel_mean: Sequence[float] = (0.485, 0.456, 0.406),
@@ -90,10 +96,13 @@ class OneStageSGG(nn.Module):
                  size_divisibility: int = 32, min_overlap: float = 0.7, rel_margin: float = 0.3,
                  loss_weights: Optional[Mapping[str, float]] = None, topk_objects: int = 100,
                  rel_threshold: float = 0.1, max_relations: Optional[int] = None, sgcls_iou: float = 0.5,
-                 pair_score_filter: bool = True) -> None:
+                 pair_score_filter: bool = True, input_key: str = "image") -> None:
         super().__init__()
         if mode not in ("predcls", "sgcls", "sgdet"):
             raise ValueError(f"mode must be predcls, sgcls or sgdet, got {mode!r}")
+        if input_key not in ("image", "depth"):
+            raise ValueError(f"input_key must be 'image' or 'depth', got {input_key!r}")
+        self.input_key = input_key
         self.net = net
         self.mode = mode
         self.stride = int(getattr(net, "stride", 16))
@@ -119,10 +128,26 @@ class OneStageSGG(nn.Module):
         return self.pixel_mean.device
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
-        """uint8 RGB ``[3, H, W]`` (or float 0..255) -> normalised float on the model's device."""
+        """uint8 RGB ``[3, H, W]`` (or float 0..255) -> normalised float on the model's device.
+        With ``input_key="depth"``: the float depth encoding ``[3, H, W]`` -> ``(x - mean) / std``."""
         x = image.to(self.device, non_blocking=True).float()
+        if self.input_key == "depth":
+            if x.dim() != 3 or x.shape[0] != self.pixel_mean.shape[0]:
+                raise ValueError(f"the depth model reads a {self.pixel_mean.shape[0]}-channel depth encoding "
+                                 f"[C, H, W], got 'depth' of shape {tuple(x.shape)}: set INPUT.DEPTH_ENCODING "
+                                 f"('hha' or 'normalized')")
+            return (x - self.pixel_mean) / self.pixel_std
         x = x.flip(0) if self.to_bgr255 else x / 255.0
         return (x - self.pixel_mean) / self.pixel_std
+
+    def input_tensors(self, batched_inputs: Sequence[dict]) -> List[torch.Tensor]:
+        """The per-image tensors the network reads: ``d[self.input_key]`` of every input."""
+        missing = [i for i, d in enumerate(batched_inputs) if self.input_key not in d]
+        if missing:
+            hint = (" (the depth model reads the mapper's 'depth': set INPUT.LOAD_DEPTH True and "
+                    "INPUT.DEPTH_ENCODING)" if self.input_key == "depth" else "")
+            raise KeyError(f"inputs {missing} have no '{self.input_key}'{hint}")
+        return [d[self.input_key] for d in batched_inputs]
 
     def preprocess(self, images: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, List[Tuple[int, int]]]:
         """-> (``[B, C, Hp, Wp]`` normalised, zero-padded at the bottom / right to
@@ -163,7 +188,7 @@ class OneStageSGG(nn.Module):
 
     def forward(self, batched_inputs: Sequence[dict]):
         if self.training:
-            images, _ = self.preprocess([d["image"] for d in batched_inputs])
+            images, _ = self.preprocess(self.input_tensors(batched_inputs))
             fields = self.net(images)
             targets = self.encode(batched_inputs, tuple(fields["obj_logits"].shape[-2:]))
             return self.losses(fields, targets)
@@ -174,7 +199,7 @@ class OneStageSGG(nn.Module):
         from sgg.modeling.onestage.decoder import decode_fields
 
         inputs = [visible_inputs(d, self.mode) for d in batched_inputs]
-        images, sizes = self.preprocess([d["image"] for d in inputs])
+        images, sizes = self.preprocess(self.input_tensors(inputs))
         if fields is None:
             fields = self.net(images)
         gt_boxes = gt_labels = None
@@ -212,10 +237,19 @@ def build_composite_field_net(cfg, num_classes: int, num_predicates: int) -> nn.
 
 
 def onestage_kwargs_from_config(cfg) -> Dict[str, Any]:
+    """:class:`OneStageSGG` keywords of ``cfg``; ``MODEL.STDG.MODE "depth"`` makes the model read the
+    depth encoding (``input_key="depth"``, ``MODEL.STDG.DEPTH_PIXEL_MEAN`` / ``DEPTH_PIXEL_STD``)."""
     o = cfg.MODEL.ONESTAGE
+    stdg = cfg.MODEL.get("STDG")
+    if stdg is not None and stdg.MODE == "depth":
+        inputs = dict(input_key="depth", pixel_mean=tuple(stdg.DEPTH_PIXEL_MEAN),
+                      pixel_std=tuple(stdg.DEPTH_PIXEL_STD), to_bgr255=False)
+    else:
+        inputs = dict(input_key="image", pixel_mean=tuple(cfg.INPUT.PIXEL_MEAN),
+                      pixel_std=tuple(cfg.INPUT.PIXEL_STD), to_bgr255=bool(cfg.INPUT.TO_BGR255))
     return dict(
-        pixel_mean=tuple(cfg.INPUT.PIXEL_MEAN), pixel_std=tuple(cfg.INPUT.PIXEL_STD),
-        to_bgr255=bool(cfg.INPUT.TO_BGR255), size_divisibility=max(int(cfg.DATALOADER.SIZE_DIVISIBILITY), 16),
+        **inputs,
+        size_divisibility=max(int(cfg.DATALOADER.SIZE_DIVISIBILITY), 16),
         min_overlap=o.MIN_OVERLAP, rel_margin=o.REL_MARGIN,
         loss_weights=dict(obj_hm=o.LOSS_OBJ_HEATMAP, obj_offset=o.LOSS_OBJ_OFFSET, obj_size=o.LOSS_OBJ_SIZE,
                           rel_hm=o.LOSS_REL_HEATMAP, rel_vec=o.LOSS_REL_VECTOR, rel_scale=o.LOSS_REL_SCALE),
