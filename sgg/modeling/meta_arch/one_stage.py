@@ -194,11 +194,34 @@ class OneStageSGG(nn.Module):
             return self.losses(fields, targets)
         return self.inference(batched_inputs)
 
+    def _padded_shape(self, x: torch.Tensor) -> Tuple[int, int]:
+        div = self.size_divisibility
+        h, w = x.shape[-2:]
+        return (-(-int(h) // div) * div, -(-int(w) // div) * div)
+
     def inference(self, batched_inputs: Sequence[dict], fields: Optional[Mapping[str, torch.Tensor]] = None
                   ) -> List[SceneGraph]:
+        """Graphs of a test batch in original pixels. Without ``fields`` the batch runs in groups
+        of equal padded shape: near its border an image's fields depend on the zero padding it is
+        batched with, so each image gets the canvas it would get alone and the graphs do not
+        depend on TEST.IMS_PER_BATCH or the batch order (as the two-stage model). ``fields`` (the
+        network's output for the whole batch, padded to its largest image) skips the network."""
+        inputs = [visible_inputs(d, self.mode) for d in batched_inputs]
+        if fields is not None:
+            return self._decode(inputs, fields)
+        groups: Dict[Tuple[int, int], List[int]] = {}
+        for i, x in enumerate(self.input_tensors(inputs)):
+            groups.setdefault(self._padded_shape(x), []).append(i)
+        graphs: List[SceneGraph] = [None] * len(inputs)  # type: ignore[list-item]
+        for idx in groups.values():
+            for i, g in zip(idx, self._decode([inputs[i] for i in idx])):
+                graphs[i] = g
+        return graphs
+
+    def _decode(self, inputs: Sequence[dict], fields: Optional[Mapping[str, torch.Tensor]] = None
+                ) -> List[SceneGraph]:
         from sgg.modeling.onestage.decoder import decode_fields
 
-        inputs = [visible_inputs(d, self.mode) for d in batched_inputs]
         images, sizes = self.preprocess(self.input_tensors(inputs))
         if fields is None:
             fields = self.net(images)
