@@ -37,17 +37,23 @@ def order_by_triplet_score(rel_pairs: np.ndarray, rel_scores: np.ndarray,
     return rel_pairs[order], rel_scores[order]
 
 
-def frequency_prior_prediction(groundtruth: dict, pred_dist: np.ndarray) -> dict:
-    """PredCls prediction of the frequency prior for one image (GT boxes and labels, scores 1)."""
+def prior_over_objects(boxes, labels, scores, pred_dist: np.ndarray) -> dict:
+    """Prediction dict of the frequency prior over given objects: every ordered pair scored by
+    ``softmax(pred_dist[ls, lo])``, ranked by triplet score."""
     from ..data.statistics import frequency_prior_predictions
 
-    labels = np.asarray(groundtruth["labels"], np.int64)
-    scores = np.ones(len(labels), np.float32)
+    labels = np.asarray(labels, np.int64)
+    scores = np.asarray(scores, np.float32)
     pairs = all_ordered_pairs(len(labels))
     rel_scores = frequency_prior_predictions(pred_dist, labels, pairs)
     pairs, rel_scores = order_by_triplet_score(pairs, rel_scores, scores)
-    return {"boxes": groundtruth["boxes"], "labels": labels, "scores": scores,
-            "rel_pairs": pairs, "rel_scores": rel_scores}
+    return {"boxes": boxes, "labels": labels, "scores": scores, "rel_pairs": pairs, "rel_scores": rel_scores}
+
+
+def frequency_prior_prediction(groundtruth: dict, pred_dist: np.ndarray) -> dict:
+    """PredCls prediction of the frequency prior for one image (GT boxes and labels, scores 1)."""
+    labels = groundtruth["labels"]
+    return prior_over_objects(groundtruth["boxes"], labels, np.ones(len(labels), np.float32), pred_dist)
 
 
 def frequency_prior_on_records(records, pred_dist: np.ndarray, mode: str, ks=None) -> list:
@@ -56,21 +62,15 @@ def frequency_prior_on_records(records, pred_dist: np.ndarray, mode: str, ks=Non
     as the evaluator's override does), score every ordered pair of them by ``softmax(pred_dist[ls,
     lo])`` and re-rank by triplet score. Comparing a model with this isolates what its relation
     predictions add over its object predictions. Returns new records (same ground truth)."""
-    from ..data.statistics import frequency_prior_predictions
     from .sgg_eval import DEFAULT_KS, make_record
 
     out = []
     for r in records:
-        if mode == "predcls":
-            boxes, labels = r.gt_boxes, r.gt_labels.astype(np.int64)
-            scores = np.ones(len(labels), np.float32)
-        else:
-            boxes, labels, scores = r.boxes, r.labels.astype(np.int64), r.scores.astype(np.float32)
-        pairs = all_ordered_pairs(len(labels))
-        rel_scores = frequency_prior_predictions(pred_dist, labels, pairs)
-        pairs, rel_scores = order_by_triplet_score(pairs, rel_scores, scores)
         gt = {"boxes": r.gt_boxes, "labels": r.gt_labels, "relations": r.gt_rels}
-        pred = {"boxes": boxes, "labels": labels, "scores": scores, "rel_pairs": pairs, "rel_scores": rel_scores}
+        if mode == "predcls":
+            pred = frequency_prior_prediction(gt, pred_dist)
+        else:
+            pred = prior_over_objects(r.boxes, r.labels, r.scores, pred_dist)
         out.append(make_record(gt, pred, mode, ks=ks or DEFAULT_KS, image_id=r.image_id))
     return out
 

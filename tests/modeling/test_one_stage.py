@@ -144,7 +144,9 @@ def test_test_graphs_do_not_depend_on_the_batch(data_root, tmp_path):
         cfg, model, ds = _build(data_root, tmp_path, "sgdet")
         model.eval()
         batch = _batch(cfg, ds, "sgdet", False, n=4)
-        shapes = {model._padded_shape(d["image"]) for d in batch}
+        from sgg.structures.image_batch import padded_shape
+
+        shapes = {padded_shape(*d["image"].shape[-2:], model.size_divisibility) for d in batch}
         assert len(shapes) > 1  # the case that matters: mixed canvases
         with torch.no_grad():
             together = model(batch)

@@ -41,6 +41,26 @@ def _norm_name(name: str) -> str:
     return name.replace(".", "_")
 
 
+def create_timm_features(name: str, weights: str = "", weights_key: str = "weights", **kwargs) -> nn.Module:
+    """``timm.create_model(name, features_only=True)`` with weights from the LOCAL file ``weights``
+    (never downloaded; ``weights_key`` names the setting in the error for a missing file). Swin
+    models get ``strict_img_size=False`` (any input size) unless ``kwargs`` say otherwise."""
+    import os
+
+    import timm
+
+    kw = {"strict_img_size": False} if name.startswith("swin") else {}
+    kw.update(kwargs)
+    if not weights:
+        return timm.create_model(name, pretrained=False, features_only=True, **kw)
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"{weights_key} file not found: '{weights}' (local files only)")
+    body = timm.create_model(name, pretrained=True, features_only=True, pretrained_cfg_overlay={"file": weights},
+                             **kw)
+    logger.info("timm backbone %s: weights from '%s'", name, weights)
+    return body
+
+
 class TimmFPN(nn.Module):
     """``timm.create_model(name, features_only=True)`` + FPN (see the module docstring).
 
@@ -53,22 +73,10 @@ class TimmFPN(nn.Module):
                  out_indices: Sequence[int] = (), freeze_bn: bool = True,
                  model_kwargs: Optional[dict] = None, fpn_norm: str = "") -> None:
         super().__init__()
-        import timm
-
-        kwargs = {"strict_img_size": False} if name.startswith("swin") else {}
-        kwargs.update(model_kwargs or {})
+        kwargs = dict(model_kwargs or {})
         if out_indices:
             kwargs["out_indices"] = tuple(int(i) for i in out_indices)
-        if weights:
-            import os
-
-            if not os.path.isfile(weights):
-                raise FileNotFoundError(f"MODEL.BACKBONE.WEIGHTS file not found: '{weights}' (local files only)")
-            self.body = timm.create_model(name, pretrained=True, features_only=True,
-                                          pretrained_cfg_overlay={"file": weights}, **kwargs)
-            logger.info("timm backbone %s: weights from '%s'", name, weights)
-        else:
-            self.body = timm.create_model(name, pretrained=False, features_only=True, **kwargs)
+        self.body = create_timm_features(name, weights, "MODEL.BACKBONE.WEIGHTS", **kwargs)
         info = self.body.feature_info
         reductions = list(info.reduction())
         if out_indices:

@@ -47,6 +47,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead, con
 from torchvision.ops import MultiScaleRoIAlign, batched_nms, roi_align
 
 from sgg.structures import Boxes, Instances, pairwise_iou
+from sgg.structures.image_batch import pad_images
 
 from .anchors import FPNAnchorGenerator
 
@@ -493,14 +494,7 @@ class FasterRCNNDetector(nn.Module):
     def preprocess(self, batched_inputs: Sequence[dict]) -> Tuple[Tensor, List[Tuple[int, int]]]:
         """-> (images ``[B, 3, Hp, Wp]`` normalised and zero-padded to ``size_divisibility``,
         image_sizes ``[(h, w)]`` before padding)."""
-        imgs = [self.normalize(d["image"]) for d in batched_inputs]
-        sizes = [(int(x.shape[-2]), int(x.shape[-1])) for x in imgs]
-        div = max(self.size_divisibility, 1)
-        hp = int(math.ceil(max(s[0] for s in sizes) / div) * div)
-        wp = int(math.ceil(max(s[1] for s in sizes) / div) * div)
-        batch = imgs[0].new_zeros((len(imgs), 3, hp, wp))
-        for b, x in zip(batch, imgs):
-            b[:, : x.shape[1], : x.shape[2]].copy_(x)
+        batch, sizes = pad_images([self.normalize(d["image"]) for d in batched_inputs], self.size_divisibility)
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch, sizes

@@ -11,7 +11,6 @@ Config keys (``MODEL.ONESTAGE.*``, :func:`add_onestage_config`) are listed in th
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -21,6 +20,7 @@ from yacs.config import CfgNode as CN
 from sgg.config import register_config_extension
 from sgg.data.mapper import visible_inputs
 from sgg.structures import SceneGraph
+from sgg.structures.image_batch import map_by_padded_shape, pad_images
 
 logger = logging.getLogger(__name__)
 
@@ -152,15 +152,7 @@ class OneStageSGG(nn.Module):
     def preprocess(self, images: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, List[Tuple[int, int]]]:
         """-> (``[B, C, Hp, Wp]`` normalised, zero-padded at the bottom / right to
         ``size_divisibility``; the unpadded (h, w) of each image)."""
-        imgs = [self.normalize(x) for x in images]
-        sizes = [(int(x.shape[-2]), int(x.shape[-1])) for x in imgs]
-        div = self.size_divisibility
-        hp = int(math.ceil(max(s[0] for s in sizes) / div) * div)
-        wp = int(math.ceil(max(s[1] for s in sizes) / div) * div)
-        batch = imgs[0].new_zeros((len(imgs), imgs[0].shape[0], hp, wp))
-        for b, x in zip(batch, imgs):
-            b[:, : x.shape[1], : x.shape[2]].copy_(x)
-        return batch, sizes
+        return pad_images([self.normalize(x) for x in images], self.size_divisibility)
 
     def forward_fields(self, images: torch.Tensor) -> Dict[str, Any]:
         return self.net(images)
@@ -194,29 +186,18 @@ class OneStageSGG(nn.Module):
             return self.losses(fields, targets)
         return self.inference(batched_inputs)
 
-    def _padded_shape(self, x: torch.Tensor) -> Tuple[int, int]:
-        div = self.size_divisibility
-        h, w = x.shape[-2:]
-        return (-(-int(h) // div) * div, -(-int(w) // div) * div)
-
     def inference(self, batched_inputs: Sequence[dict], fields: Optional[Mapping[str, torch.Tensor]] = None
                   ) -> List[SceneGraph]:
         """Graphs of a test batch in original pixels. Without ``fields`` the batch runs in groups
-        of equal padded shape: near its border an image's fields depend on the zero padding it is
-        batched with, so each image gets the canvas it would get alone and the graphs do not
-        depend on TEST.IMS_PER_BATCH or the batch order (as the two-stage model). ``fields`` (the
-        network's output for the whole batch, padded to its largest image) skips the network."""
+        of equal padded shape (:func:`~sgg.structures.image_batch.map_by_padded_shape`), so the
+        graphs do not depend on TEST.IMS_PER_BATCH or the batch order (as the two-stage model).
+        ``fields`` (the network's output for the whole batch, padded to its largest image) skips
+        the network."""
         inputs = [visible_inputs(d, self.mode) for d in batched_inputs]
         if fields is not None:
             return self._decode(inputs, fields)
-        groups: Dict[Tuple[int, int], List[int]] = {}
-        for i, x in enumerate(self.input_tensors(inputs)):
-            groups.setdefault(self._padded_shape(x), []).append(i)
-        graphs: List[SceneGraph] = [None] * len(inputs)  # type: ignore[list-item]
-        for idx in groups.values():
-            for i, g in zip(idx, self._decode([inputs[i] for i in idx])):
-                graphs[i] = g
-        return graphs
+        return map_by_padded_shape(inputs, lambda d: self.input_tensors([d])[0], self.size_divisibility,
+                                   self._decode)
 
     def _decode(self, inputs: Sequence[dict], fields: Optional[Mapping[str, torch.Tensor]] = None
                 ) -> List[SceneGraph]:

@@ -16,6 +16,7 @@ from torch import nn
 
 from sgg.data.mapper import visible_inputs
 from sgg.structures import Instances, SceneGraph
+from sgg.structures.image_batch import map_by_padded_shape
 
 logger = logging.getLogger(__name__)
 
@@ -63,29 +64,14 @@ class TwoStageSGG(nn.Module):
                 p.logits = lg
         return proposals
 
-    def _padded_shape(self, d: dict) -> tuple:
-        div = max(int(getattr(self.detector, "size_divisibility", 1)), 1)
-        h, w = d["image"].shape[-2:]
-        return (-(-int(h) // div) * div, -(-int(w) // div) * div)
-
     def forward(self, batched_inputs: Sequence[dict]):
         if self.training:
             return self._forward(batched_inputs)
         batched_inputs = [visible_inputs(d, self.mode) for d in batched_inputs]
         # An image's features depend on the zero-padded canvas it is batched on (the FPN top-down
-        # path and GroupNorm see the padding everywhere on small images), so a batch is run in
-        # groups of equal padded shape: each image gets the canvas it would get alone, and the test
-        # graphs do not depend on TEST.IMS_PER_BATCH, the number of ranks or the batch order.
-        groups: dict = {}
-        for i, d in enumerate(batched_inputs):
-            groups.setdefault(self._padded_shape(d), []).append(i)
-        if len(groups) == 1:
-            return self._forward(batched_inputs)
-        graphs: List[SceneGraph] = [None] * len(batched_inputs)  # type: ignore[list-item]
-        for idx in groups.values():
-            for i, g in zip(idx, self._forward([batched_inputs[i] for i in idx])):
-                graphs[i] = g
-        return graphs
+        # path and GroupNorm see the padding everywhere on small images): run equal canvases together.
+        div = int(getattr(self.detector, "size_divisibility", 1))
+        return map_by_padded_shape(batched_inputs, lambda d: d["image"], div, self._forward)
 
     def _forward(self, batched_inputs: Sequence[dict]):
         with torch.no_grad():

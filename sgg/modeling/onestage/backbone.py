@@ -16,7 +16,6 @@ Weights are read from local files only (nothing is downloaded); ``""`` = random 
 from __future__ import annotations
 
 import logging
-import os
 from typing import Optional, Tuple, Union
 
 import torch
@@ -25,6 +24,7 @@ from torch import nn
 from torchvision.models import resnet as tv_resnet
 
 from sgg.modeling.backbone.resnet_fpn import NORMS, load_matching, load_state_dict_file, norm_factory
+from sgg.modeling.backbone.timm_backbone import create_timm_features
 
 logger = logging.getLogger(__name__)
 
@@ -150,20 +150,9 @@ class TimmFPN16(nn.Module):
                  pretrained_weights: str = "", img_size: Optional[Union[int, Tuple[int, int]]] = None,
                  **timm_kwargs) -> None:
         super().__init__()
-        import timm
-
-        kwargs = {"strict_img_size": False} if name.startswith("swin") else {}
-        if img_size is not None:
-            kwargs["img_size"] = img_size
+        kwargs = {} if img_size is None else {"img_size": img_size}
         kwargs.update(timm_kwargs)
-        if pretrained_weights:
-            if not os.path.isfile(pretrained_weights):
-                raise FileNotFoundError(f"weight file not found: '{pretrained_weights}' (local files only)")
-            self.body = timm.create_model(name, pretrained=True, features_only=True,
-                                          pretrained_cfg_overlay={"file": pretrained_weights}, **kwargs)
-            logger.info("timm backbone %s: weights from '%s'", name, pretrained_weights)
-        else:
-            self.body = timm.create_model(name, pretrained=False, features_only=True, **kwargs)
+        self.body = create_timm_features(name, pretrained_weights, "MODEL.ONESTAGE.BACKBONE_WEIGHTS", **kwargs)
         info = self.body.feature_info
         reductions = list(info.reduction())
         if 16 not in reductions or 32 not in reductions:
