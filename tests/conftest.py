@@ -25,3 +25,16 @@ def _restore_sgg_logger():
             logger.removeHandler(h)
             h.close()
     logger.propagate, logger.level = state[0], state[2]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a whole test module (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    on a shared, busy 2-core machine OpenMP spin-waiting makes 2 threads far slower than 1 for tiny
+    convolutions."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

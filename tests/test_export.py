@@ -15,7 +15,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "modeling"))
 
 from test_one_stage import onestage_opts  # noqa: E402
-from two_stage_fixtures import make_synthvg, single_thread, subprocess_env  # noqa: E402
+from two_stage_fixtures import make_synthvg, subprocess_env  # noqa: E402
 
 from sgg.export import FIELD_NAMES, export_onestage, load_exported, verify_export  # noqa: E402
 
@@ -23,10 +23,7 @@ TRUNK_OPTS = ("MODEL.ONESTAGE.TRANSFORMER_LAYERS", "2", "MODEL.ONESTAGE.TRANSFOR
 NUM_CLASSES, NUM_PREDICATES = 12, 10  # SynthVG tiny, without background
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

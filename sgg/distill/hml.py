@@ -327,18 +327,6 @@ class HMLRelationLoss(RelationLoss):
         return F.cross_entropy(logits.float(), targets, weight=w, ignore_index=IGNORE_INDEX,
                                label_smoothing=self.label_smoothing)
 
-    def forward(self, rel_logits: Sequence[torch.Tensor], rel_labels: Sequence[torch.Tensor],
-                obj_logits: Optional[Sequence[torch.Tensor]] = None,
-                obj_targets: Optional[Sequence[torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
-        rl = torch.cat(list(rel_logits), dim=0)
-        loss_rel = self.rel_loss(rl, torch.cat(list(rel_labels), dim=0))
-        if self.refine_obj and obj_logits is not None and obj_targets is not None:
-            ol = torch.cat(list(obj_logits), dim=0)
-            loss_obj = self._ce(ol, torch.cat(list(obj_targets), dim=0).to(ol.device))
-        else:
-            loss_obj = loss_rel.new_zeros(())
-        return {"loss_rel": loss_rel, "loss_refine_obj": loss_obj}
-
 
 def find_relation_head(model: nn.Module) -> Tuple[str, RelationHead]:
     """``(module path, head)`` of the :class:`RelationHead` inside ``model`` (DDP unwrapped; the path

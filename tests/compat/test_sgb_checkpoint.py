@@ -41,12 +41,7 @@ ATTRIBUTE_KEY = "roi_heads.attribute.feature_extractor.fc6.weight"
 ANCHOR_KEY = "rpn.anchor_generator.cell_anchors.0"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cfg_of(*opts):

@@ -13,7 +13,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "modeling"))
 
-from two_stage_fixtures import DATASET, make_synthvg, single_thread  # noqa: E402
+from two_stage_fixtures import DATASET, make_synthvg  # noqa: E402
 
 from sgg.checkpoint import CheckpointError, Checkpointer  # noqa: E402
 from sgg.config import ConfigError, load_config  # noqa: E402
@@ -65,10 +65,7 @@ def _batch(cfg, dataset, n=2, is_train=True):
     return [mapper(dataset[i]) for i in range(n)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "modeling"))
 
-from two_stage_fixtures import make_synthvg, single_thread, tiny_config  # noqa: E402
+from two_stage_fixtures import make_synthvg, tiny_config  # noqa: E402
 
 HML = ["MODEL.HML.ENABLED", "True", "MODEL.HML.HIERARCHY", "dataset", "MODEL.HML.FISHER_BATCHES", "2",
        "MODEL.USE_CONFIDENCE", "False", "MODEL.DISTILL_TEMPERATURE", "2", "SOLVER.LAMBDA_FOR_PARAM", "1.0",
@@ -17,10 +17,7 @@ HML = ["MODEL.HML.ENABLED", "True", "MODEL.HML.HIERARCHY", "dataset", "MODEL.HML
        "SOLVER.CHECKPOINT_PERIOD", "2", "SOLVER.TO_VAL", "False", "SOLVER.WARMUP_ITERS", "1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

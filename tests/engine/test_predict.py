@@ -21,7 +21,6 @@ from test_one_stage import onestage_opts  # noqa: E402
 from two_stage_fixtures import (  # noqa: E402
     DATASET,
     make_synthvg,
-    single_thread,
     subprocess_env,
     tiny_config,
     write_config_yaml,
@@ -37,10 +36,7 @@ BATCH = 2
 SWITCH_WARNING = "predicting with the SGDet protocol"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ sys.path.insert(0, os.path.join(REPO, "tests", "modeling"))
 from two_stage_fixtures import (  # noqa: E402
     DATASET,
     make_synthvg,
-    single_thread,
     subprocess_env,
     tiny_config,
     write_config_yaml,
@@ -30,10 +29,7 @@ TEST_SPLIT = f"{DATASET}_test"
 METRIC_PREFIXES = ("R@", "mR@", "ngR@", "ngmR@", "zR@", "ngzR@", "A@", "F@")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,18 +15,15 @@ from sgg.modeling.meta_arch.two_stage import TwoStageSGG
 from sgg.structures import Boxes, Instances, SceneGraph
 
 try:
-    from .two_stage_fixtures import DATASET, PROTOCOLS, make_synthvg, single_thread, tiny_config
+    from .two_stage_fixtures import DATASET, PROTOCOLS, make_synthvg, tiny_config
 except ImportError:  # tests/ is not a package
-    from two_stage_fixtures import DATASET, PROTOCOLS, make_synthvg, single_thread, tiny_config
+    from two_stage_fixtures import DATASET, PROTOCOLS, make_synthvg, tiny_config
 
 DETECTIONS_PER_IMG = 8  # MODEL.ROI_HEADS.DETECTIONS_PER_IMG of tiny_opts
 
 
 # ------------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

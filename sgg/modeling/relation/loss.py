@@ -32,13 +32,18 @@ class RelationLoss(nn.Module):
             return logits.sum() * 0.0
         return F.cross_entropy(logits.float(), labels.long(), label_smoothing=self.label_smoothing)
 
+    def rel_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``logits [M, P+1]``, ``labels [M]`` (0..P) -> scalar (subclasses change the targets /
+        weights here, e.g. HML's coarse targets and class-balanced weights)."""
+        return self._ce(logits, labels.to(logits.device))
+
     def forward(self, rel_logits: Sequence[torch.Tensor], rel_labels: Sequence[torch.Tensor],
                 obj_logits: Optional[Sequence[torch.Tensor]] = None,
                 obj_targets: Optional[Sequence[torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
         """Per-image lists: rel_logits ``[M_i, P+1]``, rel_labels ``[M_i]``, obj_logits
         ``[N_i, C+1]``, obj_targets ``[N_i]`` -> ``{"loss_rel", "loss_refine_obj"}`` scalars."""
         rl = torch.cat(list(rel_logits), dim=0)
-        loss_rel = self._ce(rl, torch.cat(list(rel_labels), dim=0).to(rl.device))
+        loss_rel = self.rel_loss(rl, torch.cat(list(rel_labels), dim=0))
         if self.refine_obj and obj_logits is not None and obj_targets is not None:
             ol = torch.cat(list(obj_logits), dim=0)
             loss_obj = self._ce(ol, torch.cat(list(obj_targets), dim=0).to(ol.device))

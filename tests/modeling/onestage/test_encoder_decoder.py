@@ -16,12 +16,7 @@ from sgg.structures import SceneGraph
 S = 16  # stride
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def box_at(cx, cy, w, h):
