@@ -457,24 +457,18 @@ def _check_h5_content(report: ValidationReport, files: Dict[str, str], h: _H5, c
         out["valid_rel"] &= out["valid_box"]
 
     # labels / predicates
-    if classes is not None and "labels" in a:
-        C = len(classes) - 1
-        lab = a["labels"]
-        rows = np.flatnonzero((lab < 1) | (lab > C))
+    for key, names, noun, zero in (("labels", classes, "classes", "background"),
+                                   ("predicates", predicates, "predicates", "'no relation'")):
+        if names is None or key not in a:
+            continue
+        n, ids = len(names) - 1, a[key]
+        kind = f"{key[:-1]} out of range"
+        rows = np.flatnonzero((ids < 1) | (ids > n))
         for r in rows[:cap]:
-            rel = f"> {C} classes" if lab[r] > C else "< 1 (0 is background)"
-            report.add("error", "label out of range", roidb, f"labels[{r}]",
-                       f"= {lab[r]} {rel} in {os.path.basename(dicts)}", _FIX_PAIR)
-        _more(report, "error", "label out of range", rows.size, cap)
-    if predicates is not None and "predicates" in a:
-        P = len(predicates) - 1
-        pr = a["predicates"]
-        rows = np.flatnonzero((pr < 1) | (pr > P))
-        for r in rows[:cap]:
-            rel = f"> {P} predicates" if pr[r] > P else "< 1 (0 is 'no relation')"
-            report.add("error", "predicate out of range", roidb, f"predicates[{r}]",
-                       f"= {pr[r]} {rel} in {os.path.basename(dicts)}", _FIX_PAIR)
-        _more(report, "error", "predicate out of range", rows.size, cap)
+            rel = f"> {n} {noun}" if ids[r] > n else f"< 1 (0 is {zero})"
+            report.add("error", kind, roidb, f"{key}[{r}]", f"= {ids[r]} {rel} in {os.path.basename(dicts)}",
+                       _FIX_PAIR)
+        _more(report, "error", kind, rows.size, cap)
 
     # box values, then the loader's decode on the sane rows
     if bkey in a:
