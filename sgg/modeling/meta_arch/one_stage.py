@@ -38,7 +38,8 @@ def add_onestage_config(cfg: CN) -> None:
       ``TIMM_KWARGS`` (""): extra ``timm.create_model`` arguments as a dict literal.
     * Heads: ``OBJ_TRUNK`` / ``REL_TRUNK`` ("conv" | "deform" | "transformer"), ``HEAD_WIDTH``
       (256), ``HEAD_CONVS`` (2, conv and deform trunks), ``HEAD_NORM`` ("" | "BN" | "GN"),
-      ``TRANSFORMER_LAYERS`` (6), ``TRANSFORMER_HEADS`` (8).
+      ``TRANSFORMER_LAYERS`` (6), ``TRANSFORMER_HEADS`` (8), ``DEFORM_IMPL`` ("auto": torchvision's
+      deformable conv on CUDA, the ``grid_sample`` one elsewhere; "torchvision" | "sampled").
     * Targets: ``MIN_OVERLAP`` (0.7, CenterNet radius), ``REL_MARGIN`` (0.3: the positive part of a
       subject->object segment is [margin, 1 - margin]).
     * Loss weights: ``LOSS_OBJ_HEATMAP`` 1, ``LOSS_OBJ_OFFSET`` 1, ``LOSS_OBJ_SIZE`` 0.1,
@@ -54,7 +55,7 @@ def add_onestage_config(cfg: CN) -> None:
         ("BACKBONE", "R-50"), ("BACKBONE_WEIGHTS", ""), ("BACKBONE_NORM", "BN"), ("FREEZE_AT", 0),
         ("TIMM_KWARGS", ""),
         ("OBJ_TRUNK", "conv"), ("REL_TRUNK", "conv"), ("HEAD_WIDTH", 256), ("HEAD_CONVS", 2),
-        ("HEAD_NORM", ""), ("TRANSFORMER_LAYERS", 6), ("TRANSFORMER_HEADS", 8),
+        ("HEAD_NORM", ""), ("TRANSFORMER_LAYERS", 6), ("TRANSFORMER_HEADS", 8), ("DEFORM_IMPL", "auto"),
         ("MIN_OVERLAP", 0.7), ("REL_MARGIN", 0.3),
         ("LOSS_OBJ_HEATMAP", 1.0), ("LOSS_OBJ_OFFSET", 1.0), ("LOSS_OBJ_SIZE", 0.1),
         ("LOSS_REL_HEATMAP", 1.0), ("LOSS_REL_VECTOR", 1.0), ("LOSS_REL_SCALE", 1.0),
@@ -234,7 +235,7 @@ def build_composite_field_net(cfg, num_classes: int, num_predicates: int) -> nn.
 
     def head_kwargs(trunk: str) -> Dict[str, Any]:
         return dict(trunk=trunk, width=o.HEAD_WIDTH, num_convs=o.HEAD_CONVS, norm=o.HEAD_NORM,
-                    num_layers=o.TRANSFORMER_LAYERS, num_heads=o.TRANSFORMER_HEADS)
+                    num_layers=o.TRANSFORMER_LAYERS, num_heads=o.TRANSFORMER_HEADS, deform_impl=o.DEFORM_IMPL)
 
     return CompositeFieldNet(backbone, num_classes, num_predicates, obj_head_kwargs=head_kwargs(o.OBJ_TRUNK),
                              rel_head_kwargs=head_kwargs(o.REL_TRUNK))

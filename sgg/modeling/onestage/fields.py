@@ -20,8 +20,8 @@ Field conventions (shared with ``encoder.py`` / ``losses.py`` / ``decoder.py``):
   under ``torch.autocast`` (the sigmoid / focal loss want the precision; the maps are small).
 
 Head trunks (``trunk=``): ``"conv"`` (3x3 conv [+ norm] + ReLU, ``num_convs`` times),
-``"deform"`` (the same with ``torchvision.ops.DeformConv2d`` and a zero-initialised offset conv per
-layer; the offsets are returned for the STDG depth teacher) or ``"transformer"`` (1x1 projection,
+``"deform"`` (the same with a deformable 3x3 conv -- torchvision's kernel on CUDA, a ``grid_sample``
+implementation elsewhere -- and a zero-initialised offset conv per layer; the offsets are returned for the STDG depth teacher) or ``"transformer"`` (1x1 projection,
 Fourier positional encoding of the normalised cell coordinates, pre-LN transformer blocks). A
 1x1 output conv per field follows the trunk.
 """
@@ -36,6 +36,7 @@ from torch import nn
 from torchvision.ops import DeformConv2d
 
 from sgg.modeling.backbone.resnet_fpn import norm_factory
+from sgg.modeling.onestage.deform_conv import deform_conv2d, resolve_deform_impl
 
 __all__ = [
     "OBJECT_FIELDS",
@@ -125,10 +126,16 @@ class DeformLayer(nn.Module):
 
     The deformable conv runs in the weights' dtype with autocast off: torchvision has no bf16 CPU
     kernel, and its CUDA autocast rule casts to float32 anyway.
+
+    ``impl`` (:data:`~sgg.modeling.onestage.deform_conv.DEFORM_IMPLS`): ``"auto"`` runs
+    torchvision's kernel on CUDA and the ``grid_sample`` implementation elsewhere (~14x faster on a
+    CPU, same numbers); the parameters (``conv.weight``, ``conv.bias``) are the same either way.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, norm: str = "") -> None:
+    def __init__(self, in_channels: int, out_channels: int, norm: str = "", impl: str = "auto") -> None:
         super().__init__()
+        resolve_deform_impl(impl, torch.device("cpu"))  # validates the name
+        self.impl = impl
         self.offset = nn.Conv2d(in_channels, 2 * 3 * 3, 3, padding=1)
         nn.init.zeros_(self.offset.weight)
         nn.init.zeros_(self.offset.bias)
@@ -140,7 +147,8 @@ class DeformLayer(nn.Module):
         dtype = self.conv.weight.dtype
         offset = self.offset(x).to(dtype)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            y = self.conv(x.to(dtype), offset)
+            y = deform_conv2d(x.to(dtype), offset, self.conv.weight, self.conv.bias, stride=self.conv.stride,
+                              padding=self.conv.padding, dilation=self.conv.dilation, impl=self.impl)
         if self.norm is not None:
             y = self.norm(y)
         return F.relu(y, inplace=True), offset
@@ -153,12 +161,13 @@ class DeformConvTrunk(nn.Module):
     of ``num_convs`` tensors ``[B, 18, Hg, Wg]`` (first layer first).
     """
 
-    def __init__(self, in_channels: int, width: int = 256, num_convs: int = 2, norm: str = "") -> None:
+    def __init__(self, in_channels: int, width: int = 256, num_convs: int = 2, norm: str = "",
+                 impl: str = "auto") -> None:
         super().__init__()
         if num_convs < 1:
             raise ValueError(f"num_convs must be >= 1, got {num_convs}")
         self.layers = nn.ModuleList(
-            DeformLayer(in_channels if k == 0 else width, width, norm) for k in range(num_convs))
+            DeformLayer(in_channels if k == 0 else width, width, norm, impl) for k in range(num_convs))
         self.out_channels = width
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
@@ -268,18 +277,18 @@ class TransformerTrunk(nn.Module):
 
 def build_trunk(trunk: str, in_channels: int, width: int = 256, num_convs: int = 2, norm: str = "",
                 num_layers: int = 6, num_heads: int = 8, mlp_ratio: float = 4.0, dropout: float = 0.0,
-                num_freqs: int = 16, max_freq: float = 32.0) -> nn.Module:
+                num_freqs: int = 16, max_freq: float = 32.0, deform_impl: str = "auto") -> nn.Module:
     """``trunk`` name -> trunk module (arguments a trunk does not use are ignored).
 
     * ``"conv"``: :class:`ConvTrunk` (``width``, ``num_convs``, ``norm``).
-    * ``"deform"``: :class:`DeformConvTrunk` (``width``, ``num_convs``, ``norm``).
+    * ``"deform"``: :class:`DeformConvTrunk` (``width``, ``num_convs``, ``norm``, ``deform_impl``).
     * ``"transformer"``: :class:`TransformerTrunk` (``width``, ``num_layers``, ``num_heads``,
       ``mlp_ratio``, ``dropout``, ``num_freqs``, ``max_freq``).
     """
     if trunk == "conv":
         return ConvTrunk(in_channels, width, num_convs, norm)
     if trunk == "deform":
-        return DeformConvTrunk(in_channels, width, num_convs, norm)
+        return DeformConvTrunk(in_channels, width, num_convs, norm, deform_impl)
     if trunk == "transformer":
         return TransformerTrunk(in_channels, width, num_layers, num_heads, mlp_ratio, dropout, num_freqs, max_freq)
     raise ValueError(f"head trunk must be one of {TRUNKS}, got {trunk!r}")
