@@ -3,8 +3,8 @@
 Grid conventions are those of :mod:`sgg.modeling.onestage.encoder` (cell ``(i, j)`` has the
 reference point ``(j, i)`` in grid units = pixels / stride).
 
-Per image (a Python loop over the batch only; every step inside is vectorised on the outputs'
-device):
+For the whole batch at once (no loop over images or candidates; every step is vectorised on the
+outputs' device, with a handful of host synchronisations per batch), and per image as follows:
 
 1. Only the cells that hold pixels of the unpadded image, ``(ceil(h/s), ceil(w/s))``, are read, so
    a graph does not depend on the padding, i.e. on the other images of its batch.
@@ -51,12 +51,25 @@ from sgg.structures import SceneGraph
 
 from .encoder import grid_size_of
 
-__all__ = ["decode_fields", "decode_objects", "decode_relations", "assign_points", "MODES"]
+__all__ = ["decode_fields", "decode_objects", "decode_objects_batched", "decode_relations",
+           "decode_relations_batched", "assign_points", "MODES"]
 
 MODES = ("predcls", "sgcls", "sgdet")
 #: elements of the [candidates, objects] distance matrix computed at once
 ASSIGN_CHUNK = 1 << 22
 _DIST_EPS = 1e-6
+
+
+def stable_sigmoid(logits: torch.Tensor) -> torch.Tensor:
+    """float32 ``sigmoid`` whose value does not depend on where an element sits in memory.
+
+    CPU kernels compute the SIMD body and the scalar tail of a contiguous run with different exp
+    approximations, so ``torch.sigmoid`` on float32 can differ in the last bit between an image
+    decoded alone and the same image inside a batch (or with another thread count). Computed in
+    float64 and rounded to float32, both paths give the same float32 (they differ far below
+    float32 resolution), so graphs are the same whatever the batch.
+    """
+    return torch.sigmoid(logits.double()).float()
 
 
 def decode_objects(obj_logits: torch.Tensor, obj_offset: torch.Tensor, obj_size: torch.Tensor,
@@ -73,44 +86,80 @@ def decode_objects(obj_logits: torch.Tensor, obj_offset: torch.Tensor, obj_size:
     [K] float32 (descending), ``centers`` [K, 2] float32 grid units (unclipped regressed centres),
     ``heat`` [C, Hv, Wv] the sigmoid heatmap of the valid cells (before the NMS).
     """
-    h, w = int(image_size[0]), int(image_size[1])
-    Hv, Wv = grid_size_of((h, w), stride)
-    Hv, Wv = min(Hv, obj_logits.shape[-2]), min(Wv, obj_logits.shape[-1])
-    # contiguous before any elementwise op: CPU kernels take a vector path on contiguous memory and a
-    # scalar one on strided views, which can differ in the last bit (batch composition would show)
-    heat = torch.sigmoid(obj_logits[:, :Hv, :Wv].float().contiguous())
-    device = heat.device
-    if heat.numel() == 0:
-        return {"boxes": torch.zeros(0, 4, device=device), "labels": torch.zeros(0, dtype=torch.long, device=device),
-                "scores": torch.zeros(0, device=device), "centers": torch.zeros(0, 2, device=device),
-                "heat": heat}
-    peaks = F.max_pool2d(heat[None], 3, stride=1, padding=1)[0]
-    nms = torch.where(peaks == heat, heat, torch.zeros_like(heat))
-    scores, idx = _stable_topk(nms.reshape(-1), int(topk))
-    keep = scores > 0
-    scores, idx = scores[keep], idx[keep]
-    cls, cell = idx // (Hv * Wv), idx % (Hv * Wv)
-    i, j = cell // Wv, cell % Wv
-    off = obj_offset[:, :Hv, :Wv].float().reshape(2, -1)[:, cell].contiguous()
-    size = obj_size[:, :Hv, :Wv].float().reshape(2, -1)[:, cell].clamp(min=0)
-    cx, cy = j.float() + off[0], i.float() + off[1]
-    boxes = torch.stack([cx - size[0] / 2, cy - size[1] / 2, cx + size[0] / 2, cy + size[1] / 2], 1) * stride
-    boxes = _clip(boxes, h, w)
-    return {"boxes": boxes, "labels": cls + 1, "scores": scores, "centers": torch.stack([cx, cy], 1),
-            "heat": heat}
+    return decode_objects_batched(obj_logits[None], obj_offset[None], obj_size[None], [image_size],
+                                  stride=stride, topk=topk)[0]
 
 
-def _stable_topk(values: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` largest of a 1-D tensor, descending, ties to the lower index (same on every device
-    and backend, unlike ``torch.topk``): a topk threshold, every entry tied with it, a stable sort."""
-    k = min(k, values.numel())
-    if k <= 0:
-        return values[:0], torch.zeros(0, dtype=torch.long, device=values.device)
-    thr = torch.topk(values, k).values[-1]
-    cand = torch.nonzero(values >= thr).flatten()
-    order = torch.sort(values[cand], descending=True, stable=True).indices[:k]
-    idx = cand[order]
-    return values[idx], idx
+def _valid_cells(image_sizes: Sequence[Sequence[int]], grid: Tuple[int, int], stride: int, device
+                 ) -> Tuple[torch.Tensor, List[Tuple[int, int]]]:
+    """``[B, Hg, Wg]`` bool mask of the cells holding pixels of each unpadded image, and the valid
+    grid size ``(Hv, Wv)`` of each image."""
+    hg, wg = grid
+    valid_hw = []
+    for hw in image_sizes:
+        hv, wv = grid_size_of((int(hw[0]), int(hw[1])), stride)
+        valid_hw.append((min(hv, hg), min(wv, wg)))
+    hv = torch.tensor([v[0] for v in valid_hw], device=device)
+    wv = torch.tensor([v[1] for v in valid_hw], device=device)
+    rows = torch.arange(hg, device=device)[None, :, None] < hv[:, None, None]
+    cols = torch.arange(wg, device=device)[None, None, :] < wv[:, None, None]
+    return rows & cols, valid_hw
+
+
+def decode_objects_batched(obj_logits: torch.Tensor, obj_offset: torch.Tensor, obj_size: torch.Tensor,
+                           image_sizes: Sequence[Sequence[int]], stride: int = 16, topk: int = 100,
+                           ) -> List[Dict[str, torch.Tensor]]:
+    """Objects of every image of a batch (module docstring, step 2), without a loop over images.
+
+    Args: obj_logits [B, C, Hg, Wg], obj_offset / obj_size [B, 2, Hg, Wg], image_sizes (h, w) per
+    image. Returns one dict per image as :func:`decode_objects`.
+
+    The padded cells of each image are zeroed before the 3x3 peak NMS (a sigmoid is > 0, so they
+    never suppress a valid peak) and never selected, so an image's objects do not depend on its
+    batch. Per image the ``topk`` largest non-zero peaks are kept, ties ranked by (class, row,
+    column): one top-k per row gives each image's k-th value, every entry >= it (and > 0) is a
+    candidate, and two stable sorts (score descending, then image) rank them.
+    """
+    B, C, hg, wg = obj_logits.shape
+    device = obj_logits.device
+    heat = stable_sigmoid(obj_logits)
+    valid, valid_hw = _valid_cells(image_sizes, (hg, wg), stride, device)
+    masked = heat * valid[:, None].to(heat.dtype)
+    peaks = F.max_pool2d(masked, 3, stride=1, padding=1) if masked.numel() else masked
+    nms = torch.where(peaks == masked, masked, torch.zeros_like(masked)).reshape(B, -1)
+    k = min(int(topk), nms.shape[1])
+    if k > 0:
+        thr = torch.topk(nms, k, dim=1).values[:, -1:]
+        b, idx = torch.nonzero((nms >= thr) & (nms > 0), as_tuple=True)
+    else:
+        b = idx = torch.zeros(0, dtype=torch.long, device=device)
+    scores = nms[b, idx]
+    order = torch.sort(scores, descending=True, stable=True).indices
+    order = order[torch.sort(b[order], stable=True).indices]      # image-major, score-descending
+    b, idx, scores = b[order], idx[order], scores[order]
+    counts = torch.bincount(b, minlength=B)
+    first = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(b.numel(), device=device) - first[b]
+    keep = rank < k
+    b, idx, scores = b[keep], idx[keep], scores[keep]
+    cls, cell = idx // (hg * wg), idx % (hg * wg)
+    i, j = cell // wg, cell % wg
+    off = obj_offset.float()[b, :, i, j]                           # [K, 2]
+    size = obj_size.float()[b, :, i, j].clamp(min=0)
+    cx, cy = j.float() + off[:, 0], i.float() + off[:, 1]
+    boxes = torch.stack([cx - size[:, 0] / 2, cy - size[:, 1] / 2, cx + size[:, 0] / 2, cy + size[:, 1] / 2],
+                        1) * stride
+    centers = torch.stack([cx, cy], 1)
+    labels = cls + 1
+    per_image = torch.bincount(b, minlength=B).tolist()
+    out = []
+    for n, (bx, lab, sc, ctr) in enumerate(zip(boxes.split(per_image), labels.split(per_image),
+                                               scores.split(per_image), centers.split(per_image))):
+        h, w = int(image_sizes[n][0]), int(image_sizes[n][1])
+        hv, wv = valid_hw[n]
+        out.append({"boxes": _clip(bx, h, w), "labels": lab, "scores": sc, "centers": ctr,
+                    "heat": heat[n, :, :hv, :wv]})
+    return out
 
 
 def _clip(boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -120,22 +169,32 @@ def _clip(boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 
 def assign_points(points: torch.Tensor, centers: torch.Tensor, center_scores: torch.Tensor,
-                  chunk: int = ASSIGN_CHUNK) -> torch.Tensor:
+                  chunk: int = ASSIGN_CHUNK, groups: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Index of the centre minimising ``(distance + 1e-6) / score`` for each point.
 
-    Args: points [K, 2], centers [N, 2] (same units), center_scores [N] (> 0; 0 is treated as
-    the smallest positive float). Returns int64 [K] (N >= 1 required). The [K, N] matrix is
-    computed ``chunk`` elements at a time.
+    Args: points [K, 2]; centers [N, 2] (same units) and center_scores [N] (> 0; 0 is treated as
+    the smallest positive float) -- or, with ``groups`` [K] (int64, e.g. the image of each point),
+    centers [G, N, 2] and center_scores [G, N] per group: a point chooses among its group's
+    centres only. Padding a group to N: centre ``inf`` (infinite distance) placed after the real
+    centres, which then always win (ties go to the lower index).
+    Returns int64 [K] (N >= 1 required). The [K, N] matrix is computed ``chunk`` elements at a time.
     """
-    K, N = points.shape[0], centers.shape[0]
+    K, N = points.shape[0], centers.shape[-2]
     if N == 0:
         raise ValueError("assign_points needs at least one centre")
     inv = 1.0 / center_scores.float().clamp(min=torch.finfo(torch.float32).tiny)
+    centers = centers.float()
     rows = max(1, int(chunk) // max(N, 1))
     out = []
     for start in range(0, K, rows):
-        d = torch.cdist(points[start:start + rows].float(), centers.float(), compute_mode="donot_use_mm_for_euclid_dist")
-        out.append(((d + _DIST_EPS) * inv[None, :]).argmin(dim=1))
+        pts = points[start:start + rows].float()
+        if groups is None:
+            c, w = centers[None], inv[None]
+        else:
+            g = groups[start:start + rows]
+            c, w = centers[g], inv[g]
+        d = (pts[:, None, :] - c).square().sum(-1).sqrt()
+        out.append(((d + _DIST_EPS) * w).argmin(dim=1))
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=points.device)
 
 
@@ -154,32 +213,65 @@ def decode_relations(rel_logits: torch.Tensor, rel_subj: torch.Tensor, rel_obj: 
     Returns ``rel_pairs`` int64 [M, 2] in ascending (s, o) order and ``rel_scores`` float32
     [M, P+1] (column 0 = 0).
     """
-    P = rel_logits.shape[0]
+    return decode_relations_batched(rel_logits[None], rel_subj[None], rel_obj[None], [centers], [obj_scores],
+                                    [image_size], stride=stride, rel_threshold=rel_threshold,
+                                    score_filter=score_filter)[0]
+
+
+def decode_relations_batched(rel_logits: torch.Tensor, rel_subj: torch.Tensor, rel_obj: torch.Tensor,
+                             centers: Sequence[torch.Tensor], obj_scores: Sequence[torch.Tensor],
+                             image_sizes: Sequence[Sequence[int]], stride: int = 16,
+                             rel_threshold: float = 0.1, score_filter: bool = True,
+                             ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """Relations of every image of a batch (module docstring, steps 3-4), without a loop over images.
+
+    Args: rel_logits [B, P, Hg, Wg], rel_subj / rel_obj [B, P, 2, Hg, Wg], centers / obj_scores
+    per image ([Nb, 2] grid units, [Nb]), image_sizes (h, w) per image. Returns per image
+    ``(rel_pairs [M, 2], rel_scores [M, P+1])`` as :func:`decode_relations`.
+
+    One candidate list for the batch (image, predicate, row, column) over the valid cells of each
+    image; the objects are padded to the batch's largest count with score 0 and a centre at
+    infinity, so a point is only ever assigned to an object of its own image; one ``unique`` over
+    (image, subject, object, predicate) keeps the best score.
+    """
+    B, P, hg, wg = rel_logits.shape
     device = rel_logits.device
-    N = centers.shape[0]
-    empty = (torch.zeros(0, 2, dtype=torch.long, device=device), torch.zeros(0, P + 1, device=device))
-    Hv, Wv = grid_size_of(image_size, stride)
-    Hv, Wv = min(Hv, rel_logits.shape[-2]), min(Wv, rel_logits.shape[-1])
-    if N < 2 or Hv * Wv == 0:
-        return empty
-    conf = torch.sigmoid(rel_logits[:, :Hv, :Wv].float().contiguous())  # contiguous: see decode_objects
-    p, i, j = torch.nonzero(conf > rel_threshold, as_tuple=True)
-    if p.numel() == 0:
-        return empty
-    score = conf[p, i, j]
+    if not (len(centers) == len(obj_scores) == len(image_sizes) == B):
+        raise ValueError(f"{B} images in the relation fields but {len(centers)} centre sets, "
+                         f"{len(obj_scores)} score sets and {len(image_sizes)} image sizes")
+    counts = [int(c.shape[0]) for c in centers]
+    n_max = max(counts, default=0)
+
+    def empty():
+        return (torch.zeros(0, 2, dtype=torch.long, device=device), torch.zeros(0, P + 1, device=device))
+
+    if n_max < 2 or rel_logits.numel() == 0:
+        return [empty() for _ in range(B)]
+    valid, _ = _valid_cells(image_sizes, (hg, wg), stride, device)
+    enough = torch.tensor([n >= 2 for n in counts], device=device)
+    valid &= enough[:, None, None]
+    conf = stable_sigmoid(rel_logits)
+    b, p, i, j = torch.nonzero((conf > rel_threshold) & valid[:, None], as_tuple=True)
+    if b.numel() == 0:
+        return [empty() for _ in range(B)]
+    score = conf[b, p, i, j]
     ref = torch.stack([j, i], 1).float()
-    subj_pts = ref + rel_subj[:, :, :Hv, :Wv].float()[p, :, i, j].contiguous()
-    obj_pts = ref + rel_obj[:, :, :Hv, :Wv].float()[p, :, i, j].contiguous()
-    centers, obj_scores = centers.float().to(device), obj_scores.float().to(device)
-    s = assign_points(subj_pts, centers, obj_scores)
-    o = assign_points(obj_pts, centers, obj_scores)
+    subj_pts = ref + rel_subj.float()[b, p, :, i, j]
+    obj_pts = ref + rel_obj.float()[b, p, :, i, j]
+    pad_c = torch.full((B, n_max, 2), float("inf"), device=device)
+    pad_s = torch.zeros(B, n_max, device=device)
+    for n, (c, sc) in enumerate(zip(centers, obj_scores)):
+        pad_c[n, :counts[n]] = c.float().to(device)
+        pad_s[n, :counts[n]] = sc.float().to(device)
+    s = assign_points(subj_pts, pad_c, pad_s, groups=b)
+    o = assign_points(obj_pts, pad_c, pad_s, groups=b)
     keep = s != o
     if score_filter:
-        keep &= score > torch.minimum(obj_scores[s], obj_scores[o]) / 2
-    s, o, p, score = s[keep], o[keep], p[keep], score[keep]
-    if s.numel() == 0:
-        return empty
-    flat = (s * N + o) * P + p
+        keep &= score > torch.minimum(pad_s[b, s], pad_s[b, o]) / 2
+    b, s, o, p, score = b[keep], s[keep], o[keep], p[keep], score[keep]
+    if b.numel() == 0:
+        return [empty() for _ in range(B)]
+    flat = ((b * n_max + s) * n_max + o) * P + p
     uniq, inv = torch.unique(flat, return_inverse=True)
     best = torch.zeros(uniq.numel(), device=device).scatter_reduce(0, inv, score, reduce="amax",
                                                                     include_self=False)
@@ -187,8 +279,10 @@ def decode_relations(rel_logits: torch.Tensor, rel_subj: torch.Tensor, rel_obj: 
     pairs, pair_inv = torch.unique(pair_key, return_inverse=True)
     rel_scores = torch.zeros(pairs.numel(), P + 1, device=device)
     rel_scores[pair_inv, pred + 1] = best
-    rel_pairs = torch.stack([pairs // N, pairs % N], 1)
-    return rel_pairs, rel_scores
+    img = pairs // (n_max * n_max)
+    rel_pairs = torch.stack([pairs // n_max % n_max, pairs % n_max], 1)
+    per_image = torch.bincount(img, minlength=B).tolist()
+    return list(zip(rel_pairs.split(per_image), rel_scores.split(per_image)))
 
 
 def _sgcls_labels(gt_boxes: torch.Tensor, det: Dict[str, torch.Tensor], stride: int, iou_threshold: float,
@@ -256,28 +350,28 @@ def decode_fields(outputs: Mapping[str, torch.Tensor], image_sizes: Sequence[Seq
     if mode == "predcls" and (gt_labels is None or len(gt_labels) != B):
         raise ValueError(f"mode 'predcls' needs gt_labels for each of the {B} images")
     device = outputs["obj_logits"].device
-    graphs: List[SceneGraph] = []
+    sizes = [(int(hw[0]), int(hw[1])) for hw in image_sizes]
+    dets = None
+    if mode != "predcls":
+        dets = decode_objects_batched(outputs["obj_logits"], outputs["obj_offset"], outputs["obj_size"], sizes,
+                                      stride=stride, topk=topk_objects)
+    objects = []
     for b in range(B):
-        hw = (int(image_sizes[b][0]), int(image_sizes[b][1]))
+        if mode == "sgdet":
+            det = dets[b]
+            objects.append((det["boxes"], det["labels"], det["scores"], det["centers"]))
+            continue
+        boxes = gt_boxes[b].to(device=device, dtype=torch.float32).reshape(-1, 4)
         if mode == "predcls":
-            boxes = gt_boxes[b].to(device=device, dtype=torch.float32).reshape(-1, 4)
             labels = gt_labels[b].to(device=device, dtype=torch.long).reshape(-1)
             scores = torch.ones(boxes.shape[0], device=device)
         else:
-            det = decode_objects(outputs["obj_logits"][b], outputs["obj_offset"][b], outputs["obj_size"][b], hw,
-                                 stride=stride, topk=topk_objects)
-            if mode == "sgdet":
-                boxes, labels, scores = det["boxes"], det["labels"], det["scores"]
-            else:
-                boxes = gt_boxes[b].to(device=device, dtype=torch.float32).reshape(-1, 4)
-                labels, scores = _sgcls_labels(boxes, det, stride, sgcls_iou)
-        if mode == "sgdet":
-            centers = det["centers"]
-        else:
-            centers = torch.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1) / stride
-        rel_pairs, rel_scores = decode_relations(
-            outputs["rel_logits"][b], outputs["rel_subj"][b], outputs["rel_obj"][b], centers, scores, hw,
-            stride=stride, rel_threshold=rel_threshold, score_filter=pair_score_filter and mode != "predcls")
-        graphs.append(SceneGraph.from_scores(boxes, labels, scores, rel_pairs, rel_scores, hw,
-                                             top_k=max_relations))
-    return graphs
+            labels, scores = _sgcls_labels(boxes, dets[b], stride, sgcls_iou)
+        centers = torch.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1) / stride
+        objects.append((boxes, labels, scores, centers))
+    relations = decode_relations_batched(
+        outputs["rel_logits"], outputs["rel_subj"], outputs["rel_obj"], [o[3] for o in objects],
+        [o[2] for o in objects], sizes, stride=stride, rel_threshold=rel_threshold,
+        score_filter=pair_score_filter and mode != "predcls")
+    return [SceneGraph.from_scores(boxes, labels, scores, rel_pairs, rel_scores, hw, top_k=max_relations)
+            for (boxes, labels, scores, _), (rel_pairs, rel_scores), hw in zip(objects, relations, sizes)]
