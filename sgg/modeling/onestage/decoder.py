@@ -125,7 +125,7 @@ def decode_objects_batched(obj_logits: torch.Tensor, obj_offset: torch.Tensor, o
     heat = stable_sigmoid(obj_logits)
     valid, valid_hw = _valid_cells(image_sizes, (hg, wg), stride, device)
     masked = heat * valid[:, None].to(heat.dtype)
-    peaks = F.max_pool2d(masked, 3, stride=1, padding=1) if masked.numel() else masked
+    peaks = _max3x3(masked)
     nms = torch.where(peaks == masked, masked, torch.zeros_like(masked)).reshape(B, -1)
     k = min(int(topk), nms.shape[1])
     if k > 0:
@@ -162,6 +162,16 @@ def decode_objects_batched(obj_logits: torch.Tensor, obj_offset: torch.Tensor, o
     return out
 
 
+def _max3x3(x: torch.Tensor) -> torch.Tensor:
+    """``max_pool2d(x, 3, stride=1, padding=1)`` of a ``[..., H, W]`` tensor as two separable passes
+    of elementwise maxima (exact; several times faster than the CPU pooling kernel)."""
+    if x.numel() == 0:
+        return x
+    p = F.pad(x, (1, 1, 1, 1), value=float("-inf"))
+    rows = torch.maximum(torch.maximum(p[..., :-2], p[..., 1:-1]), p[..., 2:])
+    return torch.maximum(torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
+
+
 def _clip(boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:
     x = boxes[:, 0::2].clamp(0, max(w - 1, 0))
     y = boxes[:, 1::2].clamp(0, max(h - 1, 0))
@@ -173,29 +183,40 @@ def assign_points(points: torch.Tensor, centers: torch.Tensor, center_scores: to
     """Index of the centre minimising ``(distance + 1e-6) / score`` for each point.
 
     Args: points [K, 2]; centers [N, 2] (same units) and center_scores [N] (> 0; 0 is treated as
-    the smallest positive float) -- or, with ``groups`` [K] (int64, e.g. the image of each point),
-    centers [G, N, 2] and center_scores [G, N] per group: a point chooses among its group's
-    centres only. Padding a group to N: centre ``inf`` (infinite distance) placed after the real
-    centres, which then always win (ties go to the lower index).
-    Returns int64 [K] (N >= 1 required). The [K, N] matrix is computed ``chunk`` elements at a time.
+    the smallest positive float) -- or, with ``groups`` [K] (int64 in [0, G), e.g. the image of
+    each point), centers [G, N, 2] and center_scores [G, N] per group: a point chooses among its
+    group's centres only. Padding a group to N: centre ``inf`` (infinite distance) placed after
+    the real centres, which then always win (ties go to the lower index).
+    Returns int64 [K] (N >= 1 required). The distance matrix is computed ``chunk`` elements at a
+    time (with groups: the points are laid out [G, max points per group, 2] and go through one
+    batched ``cdist`` per chunk).
     """
     K, N = points.shape[0], centers.shape[-2]
     if N == 0:
         raise ValueError("assign_points needs at least one centre")
     inv = 1.0 / center_scores.float().clamp(min=torch.finfo(torch.float32).tiny)
     centers = centers.float()
-    rows = max(1, int(chunk) // max(N, 1))
-    out = []
-    for start in range(0, K, rows):
-        pts = points[start:start + rows].float()
-        if groups is None:
-            c, w = centers[None], inv[None]
-        else:
-            g = groups[start:start + rows]
-            c, w = centers[g], inv[g]
-        d = (pts[:, None, :] - c).square().sum(-1).sqrt()
-        out.append(((d + _DIST_EPS) * w).argmin(dim=1))
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=points.device)
+    if groups is None:
+        centers, inv = centers[None], inv[None]
+        groups = torch.zeros(K, dtype=torch.long, device=points.device)
+    G = centers.shape[0]
+    if K == 0:
+        return torch.zeros(0, dtype=torch.long, device=points.device)
+    order = torch.sort(groups, stable=True).indices
+    g_sorted = groups[order]
+    counts = torch.bincount(g_sorted, minlength=G)
+    rank = torch.arange(K, device=points.device) - (torch.cumsum(counts, 0) - counts)[g_sorted]
+    kmax = int(counts.max())
+    padded = points.new_zeros(G, kmax, 2, dtype=torch.float32)
+    padded[g_sorted, rank] = points[order].float()
+    rows = max(1, int(chunk) // max(G * N, 1))
+    best = torch.empty(G, kmax, dtype=torch.long, device=points.device)
+    for start in range(0, kmax, rows):
+        d = torch.cdist(padded[:, start:start + rows], centers, compute_mode="donot_use_mm_for_euclid_dist")
+        best[:, start:start + rows] = ((d + _DIST_EPS) * inv[:, None, :]).argmin(dim=2)
+    out = torch.empty(K, dtype=torch.long, device=points.device)
+    out[order] = best[g_sorted, rank]
+    return out
 
 
 def decode_relations(rel_logits: torch.Tensor, rel_subj: torch.Tensor, rel_obj: torch.Tensor,
