@@ -1,46 +1,9 @@
 """The one-stage decoder as it was before batching (image by image), kept as the reference the
-batched :mod:`sgg.modeling.onestage.decoder` is tested against (same rules, docstring below).
+batched :mod:`sgg.modeling.onestage.decoder` is tested against (same rules).
 One change: the sigmoid is the decoder's ``stable_sigmoid`` (float64, rounded to float32), since a
 float32 CPU sigmoid can differ in the last bit with an element's position in memory.
 
-Grid conventions are those of :mod:`sgg.modeling.onestage.encoder` (cell ``(i, j)`` has the
-reference point ``(j, i)`` in grid units = pixels / stride).
-
-Per image (a Python loop over the batch only; every step inside is vectorised on the outputs'
-device):
-
-1. Only the cells that hold pixels of the unpadded image, ``(ceil(h/s), ceil(w/s))``, are read, so
-   a graph does not depend on the padding, i.e. on the other images of its batch.
-2. **Objects** (SGDet, and the detections SGCls labels its boxes with): ``sigmoid(obj_logits)``,
-   3x3 max-pool peak NMS, the ``topk_objects`` best (class, cell) entries, box = centre
-   ``(j + ox, i + oy)`` and size ``(w, h)`` times the stride, clipped to
-   ``[0, w-1] x [0, h-1]`` (maskrcnn_benchmark's ``clip_to_image``); score = peak value; equal
-   scores are ranked by (class, row, column), so the result is the same on every device. Entries
-   with score exactly 0 (suppressed by the NMS) are dropped.
-3. **Relations**: every (predicate, cell) with ``sigmoid(rel_logits) > rel_threshold`` gives a
-   subject point ``(j + vx, i + vy)`` and an object point. Each point is assigned to the object
-   whose centre minimises ``(distance + 1e-6) / (object score * relation score)`` (the relation
-   score is the same for every object of one candidate, so it does not change the choice; the
-   ``1e-6`` grid units only break exact-zero distances in favour of the higher-scored object).
-   Object centres are the regressed (unclipped) centres in SGDet and the GT box centres in
-   PredCls / SGCls. Candidates with subject == object are dropped; in SGDet / SGCls a candidate
-   is kept only when its score > ``min(score_s, score_o) / 2``. Per (subject, object, predicate)
-   the maximum score is kept.
-4. Per pair the P scores form ``rel_scores [M, P+1]``; column 0 (background) is 0 and the other
-   columns are independent sigmoid confidences (0 for a predicate that had no candidate), NOT a
-   softmax. :meth:`SceneGraph.from_scores` orders the pairs by ``max_p rel_scores * score_s *
-   score_o`` (stable; pairs enter in ascending ``(s, o)`` order).
-
-Protocols:
-
-* ``sgdet``: predicted boxes; GT is never read.
-* ``predcls``: objects = GT boxes with GT labels, scores 1.
-* ``sgcls``: objects = GT boxes. A GT box takes the label and score of the decoded detection (the
-  same top-k as SGDet) that maximises ``IoU * score`` among those with IoU >= ``sgcls_iou`` (0.5;
-  several GT boxes may take the same detection; ties go to the higher-ranked detection). A GT box
-  without such a detection takes the class with the highest heatmap value at its centre cell
-  ``floor(centre / stride)`` and that value as its score -- never its GT label (the reference
-  leaked GT labels there; ``gt_labels`` is not read in SGCls).
+The rules are those of the library decoder's module docstring.
 """
 from __future__ import annotations
 
@@ -226,39 +189,8 @@ def decode_fields(outputs: Mapping[str, torch.Tensor], image_sizes: Sequence[Seq
                   gt_labels: Optional[Sequence[torch.Tensor]] = None, topk_objects: int = 100,
                   rel_threshold: float = 0.1, max_relations: Optional[int] = None,
                   sgcls_iou: float = 0.5, pair_score_filter: bool = True) -> List[SceneGraph]:
-    """Scene graphs of a batch from the network fields (module docstring).
-
-    Args:
-        outputs: raw fields ``obj_logits`` [B,C,Hg,Wg], ``obj_offset`` / ``obj_size`` [B,2,Hg,Wg],
-            ``rel_logits`` [B,P,Hg,Wg], ``rel_subj`` / ``rel_obj`` [B,P,2,Hg,Wg] (``rel_scale``
-            is not used).
-        image_sizes: (h, w) of each unpadded input image (pixels).
-        stride: pixels per cell.
-        mode: ``sgdet`` | ``sgcls`` | ``predcls``.
-        gt_boxes: per image [Ni, 4] pixel boxes in the input frame (SGCls, PredCls).
-        gt_labels: per image [Ni] labels 1..C (PredCls only).
-        topk_objects: detections kept per image (SGDet, and the SGCls matching pool).
-        rel_threshold: minimum sigmoid confidence of a relation cell.
-        max_relations: keep the first ``max_relations`` pairs after sorting (None: all). The
-            evaluator's R/mR/ng-R need only the top 100; pair accuracy (A@K, PredCls/SGCls) needs
-            the GT pairs further down too, so keep all there.
-        sgcls_iou: IoU a detection needs with a GT box to give it its label (SGCls).
-        pair_score_filter: the reference's rule (SGDet / SGCls) keeping a candidate only when its
-            score > min(score_s, score_o) / 2; False keeps every candidate above ``rel_threshold``.
-
-    Returns one :class:`SceneGraph` per image, boxes in the input-image frame,
-    ``image_size = image_sizes[b]``. A graph with no object or no relation is valid and empty:
-    ``boxes`` [0, 4] (when no object), ``rel_pairs`` [0, 2], ``rel_scores`` [0, P+1].
-    """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    """:func:`sgg.modeling.onestage.decoder.decode_fields`, image by image (argument checks left out)."""
     B = outputs["obj_logits"].shape[0]
-    if len(image_sizes) != B:
-        raise ValueError(f"{B} images in the outputs but {len(image_sizes)} image sizes")
-    if mode != "sgdet" and (gt_boxes is None or len(gt_boxes) != B):
-        raise ValueError(f"mode {mode!r} needs gt_boxes for each of the {B} images")
-    if mode == "predcls" and (gt_labels is None or len(gt_labels) != B):
-        raise ValueError(f"mode 'predcls' needs gt_labels for each of the {B} images")
     device = outputs["obj_logits"].device
     graphs: List[SceneGraph] = []
     for b in range(B):
