@@ -35,7 +35,8 @@ def add_onestage_config(cfg: CN) -> None:
       dilated, stride 16) or "timm:<name>" (e.g. "timm:swin_small_patch4_window7_224", + a
       one-level FPN to stride 16); ``BACKBONE_WEIGHTS`` (""): a local weight file (never
       downloaded); ``BACKBONE_NORM`` ("BN" | "FrozenBN" | "GN" | "SyncBN"); ``FREEZE_AT`` (0);
-      ``TIMM_KWARGS`` (""): extra ``timm.create_model`` arguments as a dict literal.
+      ``TIMM_KWARGS`` (""): extra ``timm.create_model`` arguments as a dict literal; ``FPN_NORM``
+      (""): a norm after the timm backbones' FPN output conv ("BN" for from-scratch training).
     * Heads: ``OBJ_TRUNK`` / ``REL_TRUNK`` ("conv" | "deform" | "transformer"), ``HEAD_WIDTH``
       (256), ``HEAD_CONVS`` (2, conv and deform trunks), ``HEAD_NORM`` ("" | "BN" | "GN"),
       ``TRANSFORMER_LAYERS`` (6), ``TRANSFORMER_HEADS`` (8), ``DEFORM_IMPL`` ("auto": torchvision's
@@ -53,7 +54,7 @@ def add_onestage_config(cfg: CN) -> None:
     o = cfg.MODEL.ONESTAGE
     for key, value in (
         ("BACKBONE", "R-50"), ("BACKBONE_WEIGHTS", ""), ("BACKBONE_NORM", "BN"), ("FREEZE_AT", 0),
-        ("TIMM_KWARGS", ""),
+        ("TIMM_KWARGS", ""), ("FPN_NORM", ""),
         ("OBJ_TRUNK", "conv"), ("REL_TRUNK", "conv"), ("HEAD_WIDTH", 256), ("HEAD_CONVS", 2),
         ("HEAD_NORM", ""), ("TRANSFORMER_LAYERS", 6), ("TRANSFORMER_HEADS", 8), ("DEFORM_IMPL", "auto"),
         ("MIN_OVERLAP", 0.7), ("REL_MARGIN", 0.3),
@@ -227,7 +228,7 @@ def build_composite_field_net(cfg, num_classes: int, num_predicates: int) -> nn.
 
     o = cfg.MODEL.ONESTAGE
     if o.BACKBONE.startswith("timm:"):
-        backbone = build_onestage_backbone(o.BACKBONE, pretrained_weights=o.BACKBONE_WEIGHTS,
+        backbone = build_onestage_backbone(o.BACKBONE, pretrained_weights=o.BACKBONE_WEIGHTS, norm=o.FPN_NORM,
                                            **parse_timm_kwargs(o.TIMM_KWARGS))
     else:
         backbone = build_onestage_backbone(o.BACKBONE, pretrained_weights=o.BACKBONE_WEIGHTS,

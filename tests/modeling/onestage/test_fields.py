@@ -91,6 +91,25 @@ def test_timm_fpn16_swin_and_resnet():
     assert not res._channels_last and res(torch.randn(1, 3, H, W)).shape == (1, 8, HG, WG)
 
 
+def test_timm_fpn16_output_norm():
+    """FPN_NORM "BN": the FPN output is batch-normalised (unit scale in train mode, whatever the
+    weights' scale); "" keeps the plain FPN; a bad name names the config key."""
+    torch.manual_seed(0)
+    plain = build_onestage_backbone("timm:resnet18", out_channels=8)
+    normed = build_onestage_backbone("timm:resnet18", out_channels=8, norm="BN")
+    assert plain.norm is None and isinstance(normed.norm, torch.nn.BatchNorm2d)
+    assert set(normed.state_dict()) - set(plain.state_dict()) == {
+        "norm.weight", "norm.bias", "norm.running_mean", "norm.running_var", "norm.num_batches_tracked"}
+    with torch.no_grad():
+        normed.output.weight.mul_(100.0)   # the blow-up seen when training from scratch
+        y = normed(torch.randn(4, 3, H, W))
+    assert y.shape == (4, 8, HG, WG)
+    assert y.mean(dim=(0, 2, 3)).abs().max() < 1e-4
+    assert (y.var(dim=(0, 2, 3), unbiased=False) - 1).abs().max() < 1e-2
+    with pytest.raises(ValueError, match="MODEL.ONESTAGE.FPN_NORM"):
+        build_onestage_backbone("timm:resnet18", out_channels=8, norm="LN")
+
+
 def test_build_onestage_backbone_names():
     assert isinstance(build_onestage_backbone("R-34", norm="GN"), DilatedResNet)
     with pytest.raises(KeyError, match="R-50"):
