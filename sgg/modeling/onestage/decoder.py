@@ -67,9 +67,12 @@ def stable_sigmoid(logits: torch.Tensor) -> torch.Tensor:
     approximations, so ``torch.sigmoid`` on float32 can differ in the last bit between an image
     decoded alone and the same image inside a batch (or with another thread count). Computed in
     float64 and rounded to float32, both paths give the same float32 (they differ far below
-    float32 resolution), so graphs are the same whatever the batch.
+    float32 resolution), so graphs are the same whatever the batch. Other devices apply one
+    formula to every element (and may lack float64, e.g. MPS): plain float32 there.
     """
-    return torch.sigmoid(logits.double()).float()
+    if logits.device.type == "cpu":
+        return torch.sigmoid(logits.double()).float()
+    return torch.sigmoid(logits.float())
 
 
 def decode_objects(obj_logits: torch.Tensor, obj_offset: torch.Tensor, obj_size: torch.Tensor,
