@@ -1,7 +1,13 @@
 import logging
+import os
+import sys
 
 import pytest
 import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "modeling"))
+
+from two_stage_fixtures import single_thread  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
@@ -32,9 +38,5 @@ def one_thread():
     """One intra-op thread for a whole test module (``pytestmark = pytest.mark.usefixtures("one_thread")``):
     on a shared, busy 2-core machine OpenMP spin-waiting makes 2 threads far slower than 1 for tiny
     convolutions."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_thread():
         yield
-    finally:
-        torch.set_num_threads(old)

@@ -779,20 +779,16 @@ def validate_dataset(files: Any, check_images: bool = True, depth_dir: Optional[
         report.summary["images_without_relations"] = int(no_rel.size)
         report.summary["images_without_boxes"] = int(no_box.size)
         loaded = np.concatenate(list(sel.values()))
-        if classes is not None and "labels" in a:
-            _, objs = _ranges(a["img_to_first_box"].astype(np.int64), a["img_to_last_box"].astype(np.int64), loaded)
-            lab = a["labels"][objs]
-            lab = lab[(lab >= 1) & (lab < len(classes))]
-            cnt = np.bincount(lab, minlength=len(classes))
+        for key, names, values, kind in (("class_counts", classes, "labels", "box"),
+                                         ("predicate_counts", predicates, "predicates", "rel")):
+            if names is None or values not in a:
+                continue
+            _, rows = _ranges(a[f"img_to_first_{kind}"].astype(np.int64),
+                              a[f"img_to_last_{kind}"].astype(np.int64), loaded)
+            ids = a[values][rows]
+            cnt = np.bincount(ids[(ids >= 1) & (ids < len(names))], minlength=len(names))
             order = np.argsort(-cnt[1:], kind="stable") + 1
-            report.summary["class_counts"] = {classes[i]: int(cnt[i]) for i in order}
-        if predicates is not None and "predicates" in a:
-            _, rels = _ranges(a["img_to_first_rel"].astype(np.int64), a["img_to_last_rel"].astype(np.int64), loaded)
-            pr = a["predicates"][rels]
-            pr = pr[(pr >= 1) & (pr < len(predicates))]
-            cnt = np.bincount(pr, minlength=len(predicates))
-            order = np.argsort(-cnt[1:], kind="stable") + 1
-            report.summary["predicate_counts"] = {predicates[i]: int(cnt[i]) for i in order}
+            report.summary[key] = {names[i]: int(cnt[i]) for i in order}
         # kept as warnings: the loader skips these rows, nothing fails
         for r in no_rel[:cap]:
             report.add("warning", "image without relations", f["roidb_file"], f"image row {r}",

@@ -65,30 +65,37 @@ def evaluate_split(cfg, model, name: str, max_images: int = -1, save: bool = Tru
 def train_relation(cfg, resume: bool = True) -> Dict[str, Any]:
     """Train the relation model of ``cfg``; validate on DATASETS.VAL[0] every SOLVER.VAL_PERIOD;
     test on every DATASETS.TEST split at the end. Returns the test metrics (rank 0)."""
-    from sgg.data.build import build_train_loader
-
-    from .trainer import Trainer
-
     if cfg.MODEL.HML.ENABLED:
         return train_relation_hml(cfg, resume=resume)
     if cfg.MODEL.STDG.MODE:
         from .stdg import train_stdg
 
         return train_stdg(cfg, resume=resume)
-    mode = protocol_from_config(cfg)
     model, train_dataset, stats = build_relation_model(cfg)
-    logger.info("protocol %s; %d train images; model:\n%s", mode, len(train_dataset), model)
-    evaluate_fn = None
-    if cfg.DATASETS.VAL and cfg.SOLVER.TO_VAL:
-        evaluate_fn = partial(_validate, cfg, name=cfg.DATASETS.VAL[0])
-    trainer = Trainer.from_config(
-        cfg, model, lambda start_iter: build_train_loader(cfg, mode=mode, start_iter=start_iter,
-                                                          dataset=train_dataset),
-        evaluate_fn=evaluate_fn)
+    logger.info("protocol %s; %d train images; model:\n%s", protocol_from_config(cfg), len(train_dataset), model)
+    trainer = build_relation_trainer(cfg, model, train_dataset)
     # MODEL.WEIGHT (a full sgg relation checkpoint) initialises when there is nothing to resume.
     trainer.resume_or_load(cfg.MODEL.WEIGHT, resume=resume)
     state = trainer.train()
     return _test_after_training(cfg, trainer, state, stats)
+
+
+def build_relation_trainer(cfg, model, train_dataset, eval_cfg=None, extra_losses=()):
+    """The :class:`~sgg.engine.trainer.Trainer` of a relation job: ``cfg``'s protocol loader over
+    ``train_dataset``, validation on DATASETS.VAL[0] with ``eval_cfg`` (default ``cfg``) every
+    SOLVER.VAL_PERIOD when SOLVER.TO_VAL, and ``extra_losses``."""
+    from sgg.data.build import build_train_loader
+
+    from .trainer import Trainer
+
+    mode = protocol_from_config(cfg)
+    evaluate_fn = None
+    if cfg.DATASETS.VAL and cfg.SOLVER.TO_VAL:
+        evaluate_fn = partial(_validate, eval_cfg if eval_cfg is not None else cfg, name=cfg.DATASETS.VAL[0])
+    return Trainer.from_config(
+        cfg, model, lambda start_iter: build_train_loader(cfg, mode=mode, start_iter=start_iter,
+                                                          dataset=train_dataset),
+        evaluate_fn=evaluate_fn, extra_losses=extra_losses)
 
 
 def _test_after_training(cfg, trainer, state: str, stats) -> Dict[str, Any]:

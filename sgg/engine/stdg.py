@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import logging
-from functools import partial
 from typing import Any, Dict
 
 from sgg.config import protocol_from_config
@@ -40,31 +39,24 @@ def train_stdg(cfg, resume: bool = True) -> Dict[str, Any]:
     test on every DATASETS.TEST split at the end (RGB only for "combine"). Returns the test metrics
     (rank 0) and ``state``. Resuming reloads the teacher from MODEL.STDG.TEACHER_WEIGHTS (it is
     not in the student's checkpoint)."""
-    from sgg.data.build import build_train_loader
     from sgg.distill.depth_teacher import DepthTeacherDistillation, validate_stdg_config
 
-    from .relation import _test_after_training, _validate, build_relation_model, train_relation
-    from .trainer import Trainer
+    from .relation import _test_after_training, build_relation_model, build_relation_trainer, train_relation
 
     validate_stdg_config(cfg)
     stage = cfg.MODEL.STDG.MODE
     if not stage:
         return train_relation(cfg, resume=resume)
-    mode = protocol_from_config(cfg)
     model, train_dataset, stats = build_relation_model(cfg)
     distill = None
     if stage == "combine":
         distill = DepthTeacherDistillation.from_config(cfg, model, train_dataset.num_classes,
                                                        train_dataset.num_predicates, attach=False)
-    logger.info("STDG %s (protocol %s); %d train images; model:\n%s", stage, mode, len(train_dataset), model)
+    logger.info("STDG %s (protocol %s); %d train images; model:\n%s", stage, protocol_from_config(cfg),
+                len(train_dataset), model)
     eval_cfg = inference_config(cfg)
-    evaluate_fn = None
-    if cfg.DATASETS.VAL and cfg.SOLVER.TO_VAL:
-        evaluate_fn = partial(_validate, eval_cfg, name=cfg.DATASETS.VAL[0])
-    trainer = Trainer.from_config(
-        cfg, model, lambda start_iter: build_train_loader(cfg, mode=mode, start_iter=start_iter,
-                                                          dataset=train_dataset),
-        evaluate_fn=evaluate_fn, extra_losses=[distill] if distill is not None else ())
+    trainer = build_relation_trainer(cfg, model, train_dataset, eval_cfg=eval_cfg,
+                                     extra_losses=[distill] if distill is not None else ())
     if distill is not None:
         distill.attach(trainer.model)  # after the trainer: its EMA copy carries no tap
     trainer.resume_or_load(cfg.MODEL.WEIGHT, resume=resume)

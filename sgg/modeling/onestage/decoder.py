@@ -45,6 +45,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
 from torchvision.ops import box_iou
 
 from sgg.structures import SceneGraph
@@ -282,11 +283,9 @@ def decode_relations_batched(rel_logits: torch.Tensor, rel_subj: torch.Tensor, r
     ref = torch.stack([j, i], 1).float()
     subj_pts = ref + rel_subj.float()[b, p, :, i, j]
     obj_pts = ref + rel_obj.float()[b, p, :, i, j]
-    pad_c = torch.full((B, n_max, 2), float("inf"), device=device)
-    pad_s = torch.zeros(B, n_max, device=device)
-    for n, (c, sc) in enumerate(zip(centers, obj_scores)):
-        pad_c[n, :counts[n]] = c.float().to(device)
-        pad_s[n, :counts[n]] = sc.float().to(device)
+    pad_c = pad_sequence([c.float().to(device).reshape(-1, 2) for c in centers], batch_first=True,
+                         padding_value=float("inf"))
+    pad_s = pad_sequence([sc.float().to(device).reshape(-1) for sc in obj_scores], batch_first=True)
     s = assign_points(subj_pts, pad_c, pad_s, groups=b)
     o = assign_points(obj_pts, pad_c, pad_s, groups=b)
     keep = s != o

@@ -19,6 +19,7 @@ from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from torch.nn.modules.utils import _pair
 from torchvision.ops import deform_conv2d as tv_deform_conv2d
 
 __all__ = ["DEFORM_IMPLS", "deform_conv2d_sampled", "resolve_deform_impl", "deform_conv2d"]
@@ -27,10 +28,6 @@ __all__ = ["DEFORM_IMPLS", "deform_conv2d_sampled", "resolve_deform_impl", "defo
 DEFORM_IMPLS = ("auto", "torchvision", "sampled")
 
 IntPair = Union[int, Tuple[int, int]]
-
-
-def _pair(v: IntPair) -> Tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 def deform_conv2d_sampled(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
