@@ -16,6 +16,11 @@ model gives. ``--rel-prior`` (default 0.02) re-initialises the relation confiden
 about that fraction of (predicate, cell) entries pass ``REL_THRESHOLD``; the candidates per image
 are printed next to the timings.
 
+``--cuda-graphs`` replays the field network as a CUDA graph (``MODEL.ONESTAGE.CUDA_GRAPHS``; the
+decoder stays eager); ``--compile MODE`` wraps it in ``torch.compile`` (inference timings only;
+"reduce-overhead" also uses CUDA graphs). Both are aimed at batch 1, where the network is
+launch-bound.
+
     python benchmarks/bench_onestage.py --config-file configs/onestage/rn50.yaml
     python benchmarks/bench_onestage.py --config-file configs/onestage/synthvg_small.yaml --device cpu \
         --image-size 256 --batch-sizes 1 4 --iters 3 --train-batch 4
@@ -94,6 +99,9 @@ def main(argv=None):
     ap.add_argument("--rel-prior", type=float, default=0.02)
     ap.add_argument("--cudnn-benchmark", action="store_true")
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--cuda-graphs", action="store_true", help="MODEL.ONESTAGE.CUDA_GRAPHS True (inference)")
+    ap.add_argument("--compile", default="", metavar="MODE",
+                    help="torch.compile the field network for inference: default | reduce-overhead | max-autotune")
     ap.add_argument("opts", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     device = torch.device(args.device)
@@ -101,7 +109,8 @@ def main(argv=None):
     torch.backends.cudnn.benchmark = bool(args.cudnn_benchmark)
     cfg = load_config(args.config_file, ["MODEL.DEVICE", str(device), "DTYPE", dtype,
                                          "MODEL.ROI_RELATION_HEAD.USE_GT_BOX", "False",
-                                         "MODEL.ROI_RELATION_HEAD.USE_GT_OBJECT_LABEL", "False", *args.opts])
+                                         "MODEL.ROI_RELATION_HEAD.USE_GT_OBJECT_LABEL", "False",
+                                         "MODEL.ONESTAGE.CUDA_GRAPHS", str(args.cuda_graphs), *args.opts])
     torch.manual_seed(0)
     model = build_sgg_model(cfg, None, args.classes + 1, args.predicates + 1).to(device)
     if args.channels_last:
@@ -113,11 +122,18 @@ def main(argv=None):
     amp = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
     ctx = (lambda: torch.autocast(device.type, dtype=amp)) if amp else (lambda: torch.autocast(device.type, enabled=False))
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
+    train_net = model.net
+    if args.compile:
+        model.net = torch.compile(model.net, mode=args.compile)
+        if model.graph_runner is not None:
+            model.graph_runner.fn = model.net
+    run_net = model.net if model.graph_runner is None else model.graph_runner
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device {device} ({name}), torch {torch.__version__}, dtype {dtype}")
     print(f"model: backbone {o.BACKBONE}, trunks obj={o.OBJ_TRUNK} rel={o.REL_TRUNK}, width {o.HEAD_WIDTH}, "
           f"{args.classes} classes, {args.predicates} predicates, {n_params:.1f} M parameters, "
-          f"input {args.image_size}x{args.image_size}, rel prior {args.rel_prior}")
+          f"input {args.image_size}x{args.image_size}, rel prior {args.rel_prior}, "
+          f"CUDA graphs {args.cuda_graphs}, compile {args.compile or 'off'}")
     gen = torch.Generator().manual_seed(0)
     model.eval()
     print("\n== inference (SGDet, incl. normalise/pad, decoding, resize)")
@@ -134,8 +150,8 @@ def main(argv=None):
         med = statistics.median(times)
         with torch.no_grad(), ctx():
             images, sizes = model.preprocess([d["image"] for d in batch])
-            net_t = timeit(lambda: model.net(images), max(3, args.iters // 3), 2, device)
-            fields = model.net(images)
+            net_t = timeit(lambda: run_net(images), max(3, args.iters // 3), 2, device)
+            fields = run_net(images)
             dec_t = timeit(lambda: model.inference(batch, fields=fields), max(3, args.iters // 3), 1, device)
             graphs = model(batch)
             cand = int((fields["rel_logits"].float().sigmoid() > o.REL_THRESHOLD).sum()) / bs
@@ -146,6 +162,7 @@ def main(argv=None):
     if args.train_batch > 0:
         from sgg.solver import build_optimizer
 
+        model.net = train_net  # training is always eager
         model.train()
         opt = build_optimizer(cfg, model)
         scaler = torch.amp.GradScaler(device.type, enabled=(dtype == "float16"))

@@ -48,6 +48,9 @@ def add_onestage_config(cfg: CN) -> None:
     * Decoding: ``TOPK_OBJECTS`` (100), ``REL_THRESHOLD`` (0.1), ``MAX_RELATIONS`` (0 = all pairs),
       ``SGCLS_IOU`` (0.5), ``PAIR_SCORE_FILTER`` (True: the reference's SGDet/SGCls rule keeping a
       relation candidate only when its score > min(subject score, object score) / 2).
+    * ``CUDA_GRAPHS`` (False): at inference on a CUDA device, replay the field network as a CUDA
+      graph captured per padded batch shape (:class:`~sgg.utils.cuda_graph.CUDAGraphRunner`; the
+      decoder stays eager). For small batches, where the network is launch-bound.
     """
     if "ONESTAGE" not in cfg.MODEL:
         cfg.MODEL.ONESTAGE = CN()
@@ -61,6 +64,7 @@ def add_onestage_config(cfg: CN) -> None:
         ("LOSS_OBJ_HEATMAP", 1.0), ("LOSS_OBJ_OFFSET", 1.0), ("LOSS_OBJ_SIZE", 0.1),
         ("LOSS_REL_HEATMAP", 1.0), ("LOSS_REL_VECTOR", 1.0), ("LOSS_REL_SCALE", 1.0),
         ("TOPK_OBJECTS", 100), ("REL_THRESHOLD", 0.1), ("MAX_RELATIONS", 0), ("SGCLS_IOU", 0.5), ("PAIR_SCORE_FILTER", True),
+        ("CUDA_GRAPHS", False),
     ):
         o.setdefault(key, value)
 
@@ -85,6 +89,8 @@ class OneStageSGG(nn.Module):
         loss_weights: :func:`~sgg.modeling.onestage.losses.field_losses` weights.
         topk_objects, rel_threshold, max_relations, sgcls_iou: decoding
             (:func:`~sgg.modeling.onestage.decoder.decode_fields`).
+        cuda_graphs: at inference on CUDA, run the network through a
+            :class:`~sgg.utils.cuda_graph.CUDAGraphRunner` (one graph per padded batch shape).
 
     ``forward(batched_inputs)`` takes mapper dicts; training returns ``{loss_obj_heatmap,
     loss_obj_offset, loss_obj_size, loss_rel_heatmap, loss_rel_vector, loss_rel_scale}``,
@@ -98,7 +104,7 @@ class OneStageSGG(nn.Module):
                  size_divisibility: int = 32, min_overlap: float = 0.7, rel_margin: float = 0.3,
                  loss_weights: Optional[Mapping[str, float]] = None, topk_objects: int = 100,
                  rel_threshold: float = 0.1, max_relations: Optional[int] = None, sgcls_iou: float = 0.5,
-                 pair_score_filter: bool = True, input_key: str = "image") -> None:
+                 pair_score_filter: bool = True, input_key: str = "image", cuda_graphs: bool = False) -> None:
         super().__init__()
         if mode not in ("predcls", "sgcls", "sgdet"):
             raise ValueError(f"mode must be predcls, sgcls or sgdet, got {mode!r}")
@@ -124,6 +130,11 @@ class OneStageSGG(nn.Module):
         self.pair_score_filter = bool(pair_score_filter)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+        self.graph_runner = None
+        if cuda_graphs:
+            from sgg.utils.cuda_graph import CUDAGraphRunner
+
+            self.graph_runner = CUDAGraphRunner(self.net)
 
     @property
     def device(self) -> torch.device:
@@ -207,7 +218,7 @@ class OneStageSGG(nn.Module):
 
         images, sizes = self.preprocess(self.input_tensors(inputs))
         if fields is None:
-            fields = self.net(images)
+            fields = self.net(images) if self.graph_runner is None else self.graph_runner(images)
         gt_boxes = gt_labels = None
         if self.mode != "sgdet":
             gt_boxes = [d["instances"].gt_boxes.tensor.to(self.device).float() for d in inputs]
@@ -260,5 +271,5 @@ def onestage_kwargs_from_config(cfg) -> Dict[str, Any]:
         loss_weights=dict(obj_hm=o.LOSS_OBJ_HEATMAP, obj_offset=o.LOSS_OBJ_OFFSET, obj_size=o.LOSS_OBJ_SIZE,
                           rel_hm=o.LOSS_REL_HEATMAP, rel_vec=o.LOSS_REL_VECTOR, rel_scale=o.LOSS_REL_SCALE),
         topk_objects=o.TOPK_OBJECTS, rel_threshold=o.REL_THRESHOLD, max_relations=o.MAX_RELATIONS or None,
-        sgcls_iou=o.SGCLS_IOU, pair_score_filter=o.PAIR_SCORE_FILTER,
+        sgcls_iou=o.SGCLS_IOU, pair_score_filter=o.PAIR_SCORE_FILTER, cuda_graphs=o.CUDA_GRAPHS,
     )
