@@ -13,15 +13,19 @@ SGB's optimizer (``maskrcnn_benchmark/solver/build.py`` as used by ``relation_tr
   computes the LR actually used and :func:`build_optimizer` logs it.
 
 Additions: ``SOLVER.OPTIMIZER AdamW`` (betas ``SOLVER.BETAS``, same decay groups) and
-``SOLVER.BACKBONE_LR_FACTOR`` for parameters whose name starts with ``SOLVER.BACKBONE_PREFIX``.
+``SOLVER.BACKBONE_LR_FACTOR`` for parameters whose name starts with ``SOLVER.BACKBONE_PREFIX``, and
+``SOLVER.PARAM_LR_FACTORS``: ``(regex, factor)`` pairs, the first regex found (``re.search``) in a
+parameter's name multiplies its LR (e.g. ``(("trunk.layers.[0-9]+.offset.", 0.1),)``: the offset
+convs of the one-stage model's deformable layers, as DCN recipes do).
 Parameters with equal (lr, weight decay) share one param group (SGB made one group per
 parameter; the update is the same, the optimizer is faster).
 """
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -48,6 +52,9 @@ def add_engine_config(cfg: CN) -> None:
     # LR multiplier for parameters whose name starts with BACKBONE_PREFIX (1.0 = no change).
     s.BACKBONE_PREFIX = "backbone."
     s.BACKBONE_LR_FACTOR = 1.0
+    # (regex, factor) pairs: the first regex found in a parameter's name (re.search) multiplies its
+    # LR, after the bias and backbone rules. () = none.
+    s.PARAM_LR_FACTORS = ()
     # Exponential moving average of the weights (0 = off); the EMA weights are used for validation
     # and kept in checkpoints.
     s.EMA_DECAY = 0.0
@@ -75,12 +82,14 @@ def effective_base_lr(cfg: CN) -> float:
 
 def get_param_groups(model: nn.Module, base_lr: float, weight_decay: float, *, bias_lr_factor: float = 1.0,
                      weight_decay_bias: float = 0.0, backbone_prefix: str = "", backbone_lr_factor: float = 1.0,
-                     ) -> List[Dict[str, Any]]:
-    """Param groups with SGB's bias rule and an optional backbone LR factor.
+                     param_lr_factors: Sequence[Tuple[str, float]] = ()) -> List[Dict[str, Any]]:
+    """Param groups with SGB's bias rule, an optional backbone LR factor and ``param_lr_factors``
+    (``(regex, factor)`` pairs: the first regex found in a parameter's name multiplies its LR).
 
     Frozen parameters (``requires_grad False``) are left out; a parameter shared by several
     modules is counted once. Each group has ``params``, ``lr``, ``weight_decay`` and ``name``.
     """
+    rules = _compile_lr_factors(param_lr_factors)
     groups: "OrderedDict[Tuple[float, float, str], Dict[str, Any]]" = OrderedDict()
     seen = set()
     for name, p in model.named_parameters():
@@ -94,11 +103,30 @@ def get_param_groups(model: nn.Module, base_lr: float, weight_decay: float, *, b
         if backbone_prefix and backbone_lr_factor != 1.0 and name.startswith(backbone_prefix):
             lr = lr * backbone_lr_factor
             tag.append("backbone")
+        for pattern, factor in rules:
+            if pattern.search(name):
+                lr = lr * factor
+                tag.append(f"x{factor:g}")
+                break
         key = (lr, wd, "+".join(tag) or "default")
         if key not in groups:
             groups[key] = {"params": [], "lr": lr, "weight_decay": wd, "name": key[2]}
         groups[key]["params"].append(p)
     return list(groups.values())
+
+
+def _compile_lr_factors(pairs: Sequence[Tuple[str, float]]) -> List[Tuple["re.Pattern", float]]:
+    rules = []
+    for entry in pairs:
+        if not (isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str)
+                and isinstance(entry[1], (int, float)) and not isinstance(entry[1], bool)):
+            raise ValueError(f"SOLVER.PARAM_LR_FACTORS entries must be (regex, factor) pairs, got {entry!r}; "
+                             f"e.g. SOLVER.PARAM_LR_FACTORS \"(('offset', 0.1),)\"")
+        try:
+            rules.append((re.compile(entry[0]), float(entry[1])))
+        except re.error as e:
+            raise ValueError(f"SOLVER.PARAM_LR_FACTORS: bad regex {entry[0]!r}: {e}") from None
+    return rules
 
 
 def build_optimizer(cfg: CN, model: nn.Module) -> torch.optim.Optimizer:
@@ -116,7 +144,8 @@ def build_optimizer(cfg: CN, model: nn.Module) -> torch.optim.Optimizer:
         logger.info("Effective base LR = SOLVER.BASE_LR = %g (SOLVER.SCALE_LR_BY_BATCH False)", base_lr)
     groups = get_param_groups(
         model, base_lr, s.WEIGHT_DECAY, bias_lr_factor=s.BIAS_LR_FACTOR, weight_decay_bias=s.WEIGHT_DECAY_BIAS,
-        backbone_prefix=s.get("BACKBONE_PREFIX", ""), backbone_lr_factor=s.get("BACKBONE_LR_FACTOR", 1.0))
+        backbone_prefix=s.get("BACKBONE_PREFIX", ""), backbone_lr_factor=s.get("BACKBONE_LR_FACTOR", 1.0),
+        param_lr_factors=s.get("PARAM_LR_FACTORS", ()))
     if not groups:
         raise ValueError("build_optimizer: the model has no trainable parameters (all requires_grad=False)")
     for g in groups:

@@ -15,6 +15,7 @@ from sgg.solver import (
     build_lr_scheduler,
     build_optimizer,
     effective_base_lr,
+    get_param_groups,
     warmup_factor_at,
 )
 
@@ -222,3 +223,28 @@ def test_build_lr_scheduler_from_config(kind, cls):
         assert s.max_decay_step == cfg.SOLVER.SCHEDULE.MAX_DECAY_STEP and s.gamma == cfg.SOLVER.SCHEDULE.FACTOR
     with pytest.raises(ValueError, match="SCHEDULE.TYPE"):
         build_lr_scheduler(load_config(opts=["SOLVER.SCHEDULE.TYPE", "Poly"]), opt)
+
+
+def test_param_lr_factors_first_matching_regex_wins_and_bad_entries_are_named():
+    class Deform(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.trunk = nn.Module()
+            self.trunk.layers = nn.ModuleList([nn.Module()])
+            self.trunk.layers[0].offset = nn.Conv2d(2, 18, 3)
+            self.trunk.layers[0].conv = nn.Conv2d(2, 2, 3)
+            self.offset = nn.Conv2d(2, 2, 1)  # a regression head also named "offset": not matched
+
+    net = Deform()
+    cfg = load_config(opts=["SOLVER.OPTIMIZER", "AdamW", "SOLVER.BASE_LR", "0.001", "SOLVER.SCALE_LR_BY_BATCH", "False",
+                            "SOLVER.BIAS_LR_FACTOR", "2.0", "SOLVER.PARAM_LR_FACTORS",
+                            "(('trunk.layers.[0-9]+.offset.', 0.1), ('offset', 5.0))"])
+    opt = build_optimizer(cfg, net)
+    assert _group_of(opt, net.trunk.layers[0].offset.weight)["lr"] == pytest.approx(1e-4)
+    assert _group_of(opt, net.trunk.layers[0].offset.bias)["lr"] == pytest.approx(2e-4)  # bias rule, then x0.1
+    assert _group_of(opt, net.trunk.layers[0].conv.weight)["lr"] == pytest.approx(1e-3)
+    assert _group_of(opt, net.offset.weight)["lr"] == pytest.approx(5e-3)  # only the second rule matches
+    assert _group_of(opt, net.trunk.layers[0].offset.weight)["name"] == "x0.1"
+    for bad, match in ((("offset",), "regex, factor"), ((("(", 0.1),), "bad regex")):
+        with pytest.raises(ValueError, match=match):
+            get_param_groups(net, 1e-3, 0.0, param_lr_factors=bad)
