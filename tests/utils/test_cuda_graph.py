@@ -78,7 +78,7 @@ def test_replayed_graph_equals_the_eager_network(trunks, amp):
     runner = CUDAGraphRunner(net, max_graphs=2)
     gen = torch.Generator().manual_seed(0)
     xs = [torch.randn(2, 3, 64, 96, generator=gen).to(dev) for _ in range(3)]
-    tol = dict(rtol=0, atol=0) if amp is None else dict(rtol=2e-2, atol=2e-2)
+    tol = dict(rtol=1e-5, atol=1e-5) if amp is None else dict(rtol=2e-2, atol=2e-2)
     with torch.no_grad(), torch.autocast("cuda", dtype=amp or torch.float16, enabled=amp is not None):
         outs = [runner(x) for x in xs]  # one capture, then replays with new inputs
         for x, out in zip(xs, outs):  # earlier outputs are copies: not overwritten by later replays
