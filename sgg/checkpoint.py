@@ -22,7 +22,6 @@ import os
 import pickle
 import random
 import re
-import tempfile
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -30,6 +29,7 @@ import torch
 from torch import nn
 
 from sgg.utils import comm
+from sgg.utils.io import atomic_torch_save, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -45,53 +45,6 @@ class CheckpointError(RuntimeError):
 
 class CorruptCheckpointError(CheckpointError):
     """The file is truncated or otherwise unreadable (the message names it)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Atomic writes
-# ---------------------------------------------------------------------------------------------
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems (and Windows) cannot fsync a directory
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str, write_fn: Callable[[Any], None]) -> None:
-    """Call ``write_fn(binary_file)`` on a temp file next to ``path``, fsync, then rename onto ``path``.
-
-    On any error the temp file is removed and ``path`` is left as it was.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(directory)
-
-
-def atomic_torch_save(obj: Any, path: str) -> None:
-    atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 import yaml
 from yacs.config import CfgNode as CN
 
+from sgg.protocol import protocol_from_config  # noqa: F401  (re-exported: sgg.config.protocol_from_config)
+
 from .defaults import get_default_config
 
 BASE_KEY = "_BASE_"
@@ -196,11 +198,3 @@ def validate_config(cfg: CN) -> None:
         raise ConfigError("SOLVER.IMS_PER_BATCH and TEST.IMS_PER_BATCH must be >= 1")
     if not 0.0 < cfg.TEST.RELATION.IOU_THRESHOLD <= 1.0:
         raise ConfigError("TEST.RELATION.IOU_THRESHOLD must be in (0, 1]")
-
-
-def protocol_from_config(cfg: CN) -> str:
-    """'predcls' | 'sgcls' | 'sgdet', decided once from USE_GT_BOX / USE_GT_OBJECT_LABEL."""
-    rh = cfg.MODEL.ROI_RELATION_HEAD
-    if rh.USE_GT_BOX:
-        return "predcls" if rh.USE_GT_OBJECT_LABEL else "sgcls"
-    return "sgdet"

@@ -41,6 +41,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from sgg.utils.io import atomic_numpy_save
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ENCODINGS", "encode_depth", "encode_depth_folder", "fill_missing_depth", "is_encoded_depth",
@@ -187,9 +189,7 @@ def encode_depth_folder(depth_dir: str, out_dir: str, mode: str = "hha", *, foca
             continue
         depth = read_depth_file(os.path.join(depth_dir, n), png_scale, npy_scale)
         enc = encode_depth(depth, mode, focal=focal, min_depth=min_depth).astype(np.float16)
-        tmp = dst + ".tmp.npy"
-        np.save(tmp, enc)
-        os.replace(tmp, dst)
+        atomic_numpy_save(dst, enc)
         written += 1
     logger.info("encoded %d depth maps (%s) from %s into %s (%d kept)", written, mode, depth_dir, out_dir, skipped)
     return {"written": written, "skipped": skipped}

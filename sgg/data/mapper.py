@@ -31,6 +31,7 @@ import torch
 from yacs.config import CfgNode as CN
 
 from sgg.config import register_config_extension
+from sgg.protocol import GT_KEYS, MODES, visible_inputs  # noqa: F401  (visible_inputs: re-exported)
 from sgg.structures import Boxes, Instances
 
 from .depth_encoding import ENCODINGS, encode_depth, is_encoded_depth
@@ -38,9 +39,6 @@ from .transforms import Compose, build_transforms
 
 logger = logging.getLogger(__name__)
 
-#: keys of the mapper output that carry ground truth
-GT_KEYS = ("instances", "relations")
-MODES = ("predcls", "sgcls", "sgdet")
 
 
 @register_config_extension
@@ -59,20 +57,6 @@ def add_input_config(cfg: CN) -> None:
     cfg.INPUT.setdefault("DEPTH_FOCAL", 0.0)
 
 
-def visible_inputs(d: Dict[str, Any], mode: str) -> Dict[str, Any]:
-    """A shallow copy of a mapper output with only the GT that ``mode`` allows at test time.
-
-    ``predcls``: ``instances`` with ``gt_boxes`` and ``gt_classes``; ``sgcls``: ``instances`` with
-    ``gt_boxes`` only; ``sgdet``: no ``instances``. ``relations`` are always removed.
-    """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    out = {k: v for k, v in d.items() if k not in GT_KEYS}
-    if mode != "sgdet" and "instances" in d:
-        inst = d["instances"]
-        keep = ("gt_boxes", "gt_classes") if mode == "predcls" else ("gt_boxes",)
-        out["instances"] = Instances(inst.image_size, **{k: inst.get(k) for k in keep if inst.has(k)})
-    return out
 
 
 def _default_image_loader(path: str) -> np.ndarray:

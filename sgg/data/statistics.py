@@ -27,6 +27,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 import numpy as np
 
 from sgg.utils import comm
+from sgg.utils.io import atomic_write
 
 from .datasets.vg150 import VG150Dataset
 
@@ -150,13 +151,9 @@ def statistics_cache_key(files: Mapping[str, Any], num_val_im: int) -> str:
 
 
 def _save(path: str, stats: Dict[str, Any], key: str) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
     arrays = {k: (np.asarray(v, dtype=np.str_) if k.endswith("_classes") else np.asarray(v))
               for k, v in stats.items()}
-    with open(tmp, "wb") as f:
-        np.savez(f, cache_key=np.asarray(key), **arrays)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: np.savez(f, cache_key=np.asarray(key), **arrays))
 
 
 def _load(path: str, key: str) -> Optional[Dict[str, Any]]:

@@ -241,7 +241,7 @@ def build_depth_teacher(cfg: CN, num_obj_classes: int, num_rel_classes: int, wei
     """The frozen depth teacher of ``cfg``: the one-stage model of :func:`teacher_config` (class
     counts WITH background, as :func:`~sgg.modeling.meta_arch.build_sgg_model`) with the weights of
     ``weights`` (default ``MODEL.STDG.TEACHER_WEIGHTS``), on ``device`` (default MODEL.DEVICE)."""
-    from sgg.engine.launch import resolve_device
+    from sgg.utils.device import resolve_device
     from sgg.modeling.meta_arch import build_sgg_model
 
     tcfg = teacher_config(cfg)

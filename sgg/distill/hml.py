@@ -52,7 +52,8 @@ import torch.nn.functional as F
 from torch import nn
 from yacs.config import CfgNode as CN
 
-from sgg.checkpoint import atomic_torch_save, unwrap_model
+from sgg.checkpoint import unwrap_model
+from sgg.utils.io import atomic_torch_save
 from sgg.config import ConfigError, register_config_extension
 from sgg.modeling.relation.head import RelationHead
 from sgg.modeling.relation.loss import RelationLoss
@@ -395,7 +396,7 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
 def training_loss(model: nn.Module, batch: Any) -> torch.Tensor:
     """Default Fisher loss: the sum of the ``loss*`` terms the model returns in training mode on
     ``batch`` (moved to the model's device), i.e. the stage's training objective."""
-    from sgg.engine.trainer import move_to_device  # lazy: sgg.engine imports this package
+    from sgg.utils.device import move_to_device
 
     p = next(model.parameters())
     out = model(move_to_device(batch, p.device))

@@ -15,12 +15,13 @@ from .hooks import (
 from .launch import (
     default_argument_parser,
     init_distributed,
-    resolve_device,
     seed_all,
     setup,
     shutdown_distributed,
 )
-from .trainer import MetricStorage, ModelEMA, Trainer, move_to_device
+from sgg.utils.device import move_to_device, resolve_device
+
+from .trainer import MetricStorage, ModelEMA, Trainer
 
 __all__ = [
     "EvalHook",

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from sgg.config import load_config
-from sgg.checkpoint import atomic_write_text
 from sgg.utils import comm
+from sgg.utils.device import resolve_device
+from sgg.utils.io import atomic_write_text
 from sgg.utils.logger import setup_logger
 
 logger = logging.getLogger(__name__)
@@ -58,18 +59,6 @@ init_distributed = comm.init_from_env
 shutdown_distributed = comm.shutdown
 
 
-def resolve_device(name: str) -> torch.device:
-    """``cuda`` -> this process's GPU (LOCAL_RANK), falling back to the CPU with a warning when
-    CUDA is unavailable; anything else as given."""
-    if str(name).startswith("cuda"):
-        if not torch.cuda.is_available():
-            logger.warning("MODEL.DEVICE is %r but CUDA is not available: using the CPU", name)
-            return torch.device("cpu")
-        if str(name) == "cuda":
-            if comm.is_dist():
-                return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            return torch.device("cuda", torch.cuda.current_device())
-    return torch.device(name)
 
 
 def seed_all(seed: int) -> None:

@@ -49,7 +49,7 @@ from sgg.config import protocol_from_config
 from sgg.structures import SceneGraph
 
 from .inference import _DTYPES
-from .launch import resolve_device
+from sgg.utils.device import resolve_device
 
 logger = logging.getLogger(__name__)
 

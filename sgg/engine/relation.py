@@ -15,7 +15,7 @@ from sgg.config import protocol_from_config
 from sgg.utils import comm
 
 from .inference import build_relation_evaluator, relation_inference, save_metrics
-from .launch import resolve_device
+from sgg.utils.device import resolve_device
 
 logger = logging.getLogger(__name__)
 

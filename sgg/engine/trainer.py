@@ -45,9 +45,9 @@ from torch import nn
 from sgg.checkpoint import Checkpointer, get_rng_state, restore_rank_rng, unwrap_model
 from sgg.solver import build_lr_scheduler, build_optimizer
 from sgg.utils import comm
+from sgg.utils.device import move_to_device, resolve_device
 
 from .hooks import HookBase, default_hooks
-from .launch import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -55,27 +55,6 @@ BatchToDevice = Callable[[Any, torch.device], Any]
 ExtraLoss = Callable[[nn.Module, Any, Mapping[str, Any]], Mapping[str, torch.Tensor]]
 
 
-def move_to_device(batch: Any, device: torch.device, non_blocking: bool = True) -> Any:
-    """Recursively move tensors (and objects with a ``.to(device)`` method, e.g. Instances) in
-    dicts / lists / tuples to ``device``; everything else is returned as is."""
-    if torch.is_tensor(batch):
-        return batch.to(device, non_blocking=non_blocking and device.type == "cuda")
-    if isinstance(batch, Mapping):
-        moved = {k: move_to_device(v, device, non_blocking) for k, v in batch.items()}
-        try:
-            return type(batch)(moved)
-        except TypeError:  # e.g. defaultdict: a plain dict will do
-            return moved
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
-        return type(batch)(*(move_to_device(v, device, non_blocking) for v in batch))
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to_device(v, device, non_blocking) for v in batch)
-    if not isinstance(batch, nn.Module) and callable(getattr(batch, "to", None)):
-        try:
-            return batch.to(device)
-        except TypeError:
-            return batch
-    return batch
 
 
 class ModelEMA:

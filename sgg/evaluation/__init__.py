@@ -10,8 +10,8 @@ Training / test loops use :class:`SceneGraphEvaluator` (``process`` per batch, `
 every rank, result on rank 0); :func:`save_predictions` / :func:`evaluate_predictions_file`
 re-score a run without the model.
 """
-from .detection import coco_box_ap, evaluate_detection
-from .evaluator import SceneGraphEvaluator, order_records, records_box_ap
+from .detection import coco_box_ap, evaluate_detection, records_box_ap
+from .evaluator import SceneGraphEvaluator, order_records
 from .io import (PredictionsFile, PredictionsFileError, evaluate_predictions_file,
                  load_predictions, save_predictions)
 from .report import (format_report, format_summary_table, plot_per_predicate_recall,

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from .sgg_eval import check_mode, get_field, to_numpy
+from .sgg_eval import ImageRecord, check_mode, get_field, to_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -136,3 +136,16 @@ def evaluate_detection(groundtruths: Sequence[Any], predictions: Sequence[Any],
         det_scores = [to_numpy(get_field(p, "scores")) for p in predictions]
     return coco_box_ap(gt_boxes, gt_labels, det_boxes, det_labels, det_scores, class_names,
                        reference_ids=reference_ids)
+
+
+def records_box_ap(records: Sequence[ImageRecord], mode: str,
+                   class_names: Union[Sequence[str], int]) -> Dict[str, float]:
+    """Box AP (``AP50``, ``AP``) of the predicted objects kept in the evaluator's records
+    (PredCls: the GT labels, unscored)."""
+    predcls = mode == "predcls"
+    return coco_box_ap(
+        [r.gt_boxes for r in records], [r.gt_labels for r in records],
+        [r.boxes for r in records],
+        [r.gt_labels if predcls else r.labels for r in records],
+        [None if predcls else r.scores for r in records],
+        class_names)

@@ -11,7 +11,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-from ..utils import comm
+from sgg.utils import comm
+from .detection import records_box_ap
 from .sgg_eval import (DEFAULT_KS, ImageRecord, check_ks, check_mode, evaluate_records,
                        get_field, make_record)
 
@@ -120,17 +121,3 @@ class SceneGraphEvaluator:
         records = self.gather_records()
         if comm.is_main_process():
             save_predictions(path, records, self.mode, self.ks, metadata=metadata)
-
-
-def records_box_ap(records: Sequence[ImageRecord], mode: str,
-                   class_names: Union[Sequence[str], int]) -> Dict[str, float]:
-    """Box AP (``AP50``, ``AP``) of the predicted objects kept in the records."""
-    from .detection import coco_box_ap
-
-    predcls = mode == "predcls"
-    return coco_box_ap(
-        [r.gt_boxes for r in records], [r.gt_labels for r in records],
-        [r.boxes for r in records],
-        [r.gt_labels if predcls else r.labels for r in records],
-        [None if predcls else r.scores for r in records],
-        class_names)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
+
+from sgg.utils.io import atomic_write
 
 from .sgg_eval import (DEFAULT_KS, RECORD_DTYPES, RECORD_GROUPS, RECORD_TRAILING, ImageRecord,
                        check_ks, check_mode, evaluate_records, ng_topk_for)
@@ -64,17 +65,7 @@ def save_predictions(path: str, records: Sequence[ImageRecord], mode: str,
     path = os.fspath(path)
     if not path.endswith(".npz"):
         path += ".npz"
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
     return path
 
 
@@ -158,7 +149,7 @@ def evaluate_predictions_file(path: str, num_predicates: int, zeroshot_triplets:
                                zeroshot_triplets=zeroshot_triplets, iou_threshold=iou_threshold,
                                ks=ks, predicate_names=predicate_names)
     if class_names is not None:
-        from .evaluator import records_box_ap
+        from .detection import records_box_ap
 
         metrics.update(records_box_ap(loaded.records, loaded.mode, class_names))
     return metrics

@@ -59,7 +59,7 @@ def rescore_predictions(path: str, dataset, zeroshot_triplets: Any = None, iou_t
                                zeroshot_triplets=zeroshot_triplets, iou_threshold=iou_threshold,
                                ks=ks, predicate_names=dataset.ind_to_predicates[1:])
     if with_box_ap:
-        from .evaluator import records_box_ap
+        from .detection import records_box_ap
 
         metrics.update(records_box_ap(records, loaded.mode, dataset.ind_to_classes))
     metrics["mode"] = loaded.mode

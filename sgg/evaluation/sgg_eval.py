@@ -39,9 +39,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from sgg.protocol import MODES, check_mode
+
 logger = logging.getLogger(__name__)
 
-MODES = ("predcls", "sgcls", "sgdet")
 DEFAULT_KS: Tuple[int, ...] = (20, 50, 100)
 #: The reference keeps the top 100 (pair, predicate) entries for the no-graph-constraint metrics.
 NG_TOPK = 100
@@ -65,12 +66,6 @@ def get_field(obj: Any, name: str, default: Any = None) -> Any:
     if isinstance(obj, Mapping):
         return obj.get(name, default)
     return getattr(obj, name, default)
-
-
-def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise ValueError(f"unknown evaluation mode {mode!r}; expected one of {MODES}")
-    return mode
 
 
 def check_ks(ks: Sequence[int]) -> Tuple[int, ...]:

@@ -114,7 +114,7 @@ def plot_training_curves(metrics_jsonl_path: str, out_png: str, title: str = "")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from sgg.checkpoint import atomic_write
+    from sgg.utils.io import atomic_write
 
     series = read_metrics_jsonl(metrics_jsonl_path)
     panels = _panels(series)

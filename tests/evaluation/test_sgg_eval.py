@@ -278,7 +278,7 @@ def test_exactly_equal_to_reference_loop(reference, sg, mode, ks):
 
 def test_bad_inputs_raise_clear_errors():
     gt, pred = image_a()
-    with pytest.raises(ValueError, match="unknown evaluation mode"):
+    with pytest.raises(ValueError, match="mode must be one of"):
         evaluate_relations([gt], [pred], "phrdet", 3)
     with pytest.raises(ValueError, match="predicate outside"):
         evaluate_relations([dict(gt, relations=np.array([[0, 1, 4]]))], [pred], "predcls", 3)

@@ -405,7 +405,8 @@ def convert_checkpoint_file(src: str, dst: str, *, reverse: bool = False,
         CheckpointError: ``src`` is unreadable, holds no state dict, is in the wrong format for
             the direction, or does not fit ``model_state`` (message names keys, shapes, fix).
     """
-    from sgg.checkpoint import atomic_torch_save, load_checkpoint_file
+    from sgg.checkpoint import load_checkpoint_file
+    from sgg.utils.io import atomic_torch_save
 
     if not os.path.isfile(src):
         raise FileNotFoundError(f"checkpoint file not found: '{src}'")

@@ -3,7 +3,7 @@ a stride-16 grid, a vectorised decoder turns them into :class:`~sgg.structures.S
 
 Training: the mapper's GT (boxes in the resized frame, labels, relations) is encoded into dense
 targets on the padded batch grid and the six field losses are returned. Inference takes its
-inputs through :func:`~sgg.data.mapper.visible_inputs` (SGDet reads no GT; SGCls only the GT boxes;
+inputs through :func:`~sgg.protocol.visible_inputs` (SGDet reads no GT; SGCls only the GT boxes;
 PredCls boxes and labels) and returns graphs in original image pixels, like the two-stage model.
 
 Config keys (``MODEL.ONESTAGE.*``, :func:`add_onestage_config`) are listed in the function.
@@ -18,7 +18,7 @@ from torch import nn
 from yacs.config import CfgNode as CN
 
 from sgg.config import register_config_extension
-from sgg.data.mapper import visible_inputs
+from sgg.protocol import check_mode, visible_inputs
 from sgg.structures import SceneGraph
 from sgg.structures.image_batch import map_by_padded_shape, pad_images
 
@@ -106,8 +106,7 @@ class OneStageSGG(nn.Module):
                  rel_threshold: float = 0.1, max_relations: Optional[int] = None, sgcls_iou: float = 0.5,
                  pair_score_filter: bool = True, input_key: str = "image", cuda_graphs: bool = False) -> None:
         super().__init__()
-        if mode not in ("predcls", "sgcls", "sgdet"):
-            raise ValueError(f"mode must be predcls, sgcls or sgdet, got {mode!r}")
+        check_mode(mode)
         if input_key not in ("image", "depth"):
             raise ValueError(f"input_key must be 'image' or 'depth', got {input_key!r}")
         self.input_key = input_key

@@ -14,7 +14,7 @@ from typing import List, Sequence
 import torch
 from torch import nn
 
-from sgg.data.mapper import visible_inputs
+from sgg.protocol import check_mode, visible_inputs
 from sgg.structures import Instances, SceneGraph
 from sgg.structures.image_batch import map_by_padded_shape
 
@@ -31,8 +31,7 @@ class TwoStageSGG(nn.Module):
 
     def __init__(self, detector: nn.Module, relation_head: nn.Module, mode: str) -> None:
         super().__init__()
-        if mode not in ("predcls", "sgcls", "sgdet"):
-            raise ValueError(f"mode must be predcls, sgcls or sgdet, got {mode!r}")
+        check_mode(mode)
         self.detector = detector
         self.relation_head = relation_head
         self.mode = mode

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 from torchvision.ops import box_iou
 
+from sgg.protocol import MODES, check_mode
 from sgg.structures import SceneGraph
 
 from .encoder import grid_size_of
@@ -55,7 +56,6 @@ from .encoder import grid_size_of
 __all__ = ["decode_fields", "decode_objects", "decode_objects_batched", "decode_relations",
            "decode_relations_batched", "assign_points", "MODES"]
 
-MODES = ("predcls", "sgcls", "sgdet")
 #: elements of the [candidates, objects] distance matrix computed at once
 ASSIGN_CHUNK = 1 << 22
 _DIST_EPS = 1e-6
@@ -363,8 +363,7 @@ def decode_fields(outputs: Mapping[str, torch.Tensor], image_sizes: Sequence[Seq
     ``image_size = image_sizes[b]``. A graph with no object or no relation is valid and empty:
     ``boxes`` [0, 4] (when no object), ``rel_pairs`` [0, 2], ``rel_scores`` [0, P+1].
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    check_mode(mode)
     B = outputs["obj_logits"].shape[0]
     if len(image_sizes) != B:
         raise ValueError(f"{B} images in the outputs but {len(image_sizes)} image sizes")

@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from sgg.protocol import check_mode
 from sgg.structures import Instances, SceneGraph
 
 from .features import ObjectFeatureExtractor, UnionFeatureExtractor
@@ -35,7 +36,6 @@ from .sampling import RelationSampler
 
 __all__ = ["RelationHead"]
 
-_MODES = ("predcls", "sgcls", "sgdet")
 
 
 class RelationHead(nn.Module):
@@ -66,8 +66,7 @@ class RelationHead(nn.Module):
                  later_nms_thresh: float = 0.5, rel_top_k: Optional[int] = None,
                  generator: Optional[torch.Generator] = None) -> None:
         super().__init__()
-        if mode not in _MODES:
-            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        check_mode(mode)
         self.mode = mode
         self.box_feature_extractor = ObjectFeatureExtractor(box_roi_pool, box_head)
         self.use_union_features = bool(getattr(predictor, "uses_union_features", True))

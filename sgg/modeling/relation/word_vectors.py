@@ -29,6 +29,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import torch
 
+from sgg.utils.io import atomic_torch_save
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["RANDOM_SEED", "glove_file_candidates", "load_word_vectors", "read_glove"]
@@ -173,8 +175,5 @@ def load_word_vectors(names: Sequence[str], glove_dir: Optional[str], dim: int =
 
         if comm.is_main_process():
             os.makedirs(cache_dir, exist_ok=True)
-            cpath = _cache_path(cache_dir, names, dim)
-            tmp = cpath + ".tmp"
-            torch.save({"names": names, "vectors": vectors}, tmp)
-            os.replace(tmp, cpath)
+            atomic_torch_save({"names": names, "vectors": vectors}, _cache_path(cache_dir, names, dim))
     return vectors

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from sgg.protocol import check_mode
 from sgg.structures import Instances
 
 from ..freq_bias import FrequencyBias
@@ -48,8 +49,6 @@ from . import RELATION_PREDICTOR_REGISTRY, PredictorOutput
 logger = logging.getLogger(__name__)
 
 __all__ = ["MotifPredictor", "MotifContext", "DecoderRNN", "encode_box_info"]
-
-_MODES = ("predcls", "sgcls", "sgdet")
 
 
 def encode_box_info(boxes: Sequence[torch.Tensor], image_sizes: Sequence[Tuple[int, int]]) -> torch.Tensor:
@@ -333,8 +332,7 @@ class MotifPredictor(nn.Module):
                  use_vision: bool = True, use_bias: bool = True, later_nms_thresh: float = 0.5,
                  word_vector_cache_dir: Optional[str] = None) -> None:
         super().__init__()
-        if mode not in _MODES:
-            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        check_mode(mode)
         if obj_classes is None:
             obj_classes = ["__background__"] + [f"class_{i}" for i in range(1, num_obj_classes)]
         obj_classes = list(obj_classes)
