@@ -2,8 +2,9 @@
 
 Key names follow Scene-Graph-Benchmark.pytorch (SGB) so that its YAML files and command-line
 overrides (``MODEL.ROI_RELATION_HEAD.USE_GT_BOX True``, ``SOLVER.IMS_PER_BATCH 12``, ...) work
-unchanged. Components add their own subtrees with an ``add_*_config(cfg)`` function registered
-through :func:`register_config_extension`; :func:`get_default_config` applies all of them.
+unchanged. Every key of every component is declared here, as plain yacs: loading a config imports
+no torch, and a key is known (and type-checked) wherever a config is loaded. Research code that
+adds its own component registers its keys with :func:`register_config_extension`.
 
 Defaults are SGB's where SGB has the key. Keys that SGB read but that have no effect here are kept
 (so old configs load) and documented as such.
@@ -237,34 +238,220 @@ _C.DTYPE = "float32"
 _C.SEED = 0
 _C.PATHS_CATALOG = ""  # accepted for SGB configs; the catalog lives in sgg.data.catalog
 
+# =============================================================================================
+# Keys that SGB does not have, one block per component (documented where they are declared).
+# =============================================================================================
+
+# ---------------------------------------------------------------------------------------------
+# Detector (sgg.modeling.detector)
+# ---------------------------------------------------------------------------------------------
+# SGB checkpoints want FROZEN_BN_EPS 0.0, LEGACY_BOX_CODING True, ALIGNED_ROI False with SGB's INPUT
+# defaults (BGR 0..255, mean subtracted); see sgg.checkpoint.sgb for the full list.
+_C.MODEL.DETECTOR = CN()
+# Epsilon of the backbone's frozen batch norms; 0.0 is maskrcnn_benchmark's BN (SGB checkpoints).
+_C.MODEL.DETECTOR.FROZEN_BN_EPS = 1e-5
+# maskrcnn_benchmark's "+1" pixel conventions (anchors, box coder, IoU, NMS, clipping, pooler levels).
+_C.MODEL.DETECTOR.LEGACY_BOX_CODING = False
+# Half-pixel-aligned ROIAlign; False = the legacy ROIAlign of maskrcnn_benchmark (SGB checkpoints).
+_C.MODEL.DETECTOR.ALIGNED_ROI = True
+# Backbone normalisation: FrozenBN (SGB, with pretrained weights), GN (from scratch; pair with
+# MODEL.FPN.USE_GN True and FREEZE_CONV_BODY_AT 0), BN, SyncBN.
+_C.MODEL.DETECTOR.BACKBONE_NORM = "FrozenBN"
+# Backbone and RPN head in NHWC memory format (faster on tensor-core GPUs; same results up to
+# floating-point summation order).
+_C.MODEL.DETECTOR.CHANNELS_LAST = False
+# timm feature levels to use (() = those at strides 4, 8, 16, 32).
+_C.MODEL.BACKBONE.TIMM_OUT_INDICES = ()
+# Extra timm.create_model arguments as a Python dict literal, e.g. "{'drop_path_rate': 0.1}".
+_C.MODEL.BACKBONE.TIMM_KWARGS = ""
+
+# ---------------------------------------------------------------------------------------------
+# Relation head (sgg.modeling.relation)
+# ---------------------------------------------------------------------------------------------
+# Pairs per chunk of union-feature computation (memory bound).
+_C.MODEL.ROI_RELATION_HEAD.UNION_CHUNK_SIZE = 4096
+# Frame of the 2-channel subject/object rectangle masks: "image" (SGB: boxes of the whole image
+# drawn on a 27x27 grid) or "union" (neural-motifs: boxes drawn inside the pair's union box).
+_C.MODEL.ROI_RELATION_HEAD.RECT_MASK_FRAME = "image"
+# SGDet training, which proposal label must equal the GT label for a proposal to match a GT box:
+# "assigned" (SGB: the label of its best-IoU GT, IoU >= FG_IOU_THRESHOLD) or "detector".
+_C.MODEL.ROI_RELATION_HEAD.SGDET_MATCH_LABELS = "assigned"
+# Which proposal pairs (at most NUM_SAMPLE_PER_GT_REL) a GT relation yields in SGDet training:
+# "top" (highest subject IoU x object IoU) or "iou_weighted" (SGB: drawn without replacement with
+# probability proportional to it).
+_C.MODEL.ROI_RELATION_HEAD.SGDET_GT_REL_SAMPLING = "top"
+# Keep only the best k relations per image at test (0 = all pairs; the no-graph-constraint
+# metrics need them all).
+_C.MODEL.ROI_RELATION_HEAD.TEST_REL_TOP_K = 0
+# Cache the GloVe rows of the class names under OUTPUT_DIR.
+_C.MODEL.ROI_RELATION_HEAD.WORD_VECTOR_CACHE = False
+
+# ---------------------------------------------------------------------------------------------
+# Depth input (sgg.data.mapper)
+# ---------------------------------------------------------------------------------------------
+# Read depth_file (the dataset's depth/ folder) and return "depth" with each image.
+_C.INPUT.LOAD_DEPTH = False
+# Depth resampling on resize: "nearest" | "linear".
+_C.INPUT.DEPTH_INTERP = "nearest"
+# Factor applied to stored depth values (e.g. 0.001 for PNG in mm; the encodings want metres).
+_C.INPUT.DEPTH_SCALE = 1.0
+# "" | "hha" | "normalized": return depth as the 3-channel encoding of
+# sgg.data.depth_encoding.encode_depth (at the original resolution, then resized with the image).
+_C.INPUT.DEPTH_ENCODING = ""
+# HHA back-projection focal length in pixels of the original image (0 = its width).
+_C.INPUT.DEPTH_FOCAL = 0.0
+
+# ---------------------------------------------------------------------------------------------
+# Solver / trainer (sgg.solver, sgg.engine)
+# ---------------------------------------------------------------------------------------------
+# "SGD" (SGB) or "AdamW".
+_C.SOLVER.OPTIMIZER = "SGD"
+# AdamW betas.
+_C.SOLVER.BETAS = (0.9, 0.999)
+# LR multiplier for parameters whose name starts with BACKBONE_PREFIX (1.0 = no change).
+_C.SOLVER.BACKBONE_PREFIX = "backbone."
+_C.SOLVER.BACKBONE_LR_FACTOR = 1.0
+# (regex, factor) pairs: the first regex found in a parameter's name (re.search) multiplies its
+# LR, after the bias and backbone rules. () = none.
+_C.SOLVER.PARAM_LR_FACTORS = ()
+# Exponential moving average of the weights (0 = off); the EMA weights are used for validation
+# and kept in checkpoints.
+_C.SOLVER.EMA_DECAY = 0.0
+# Console / metrics.json / tensorboard every LOG_PERIOD iterations.
+_C.SOLVER.LOG_PERIOD = 20
+_C.SOLVER.TENSORBOARD = True
+# DistributedDataParallel(find_unused_parameters=...); SGB used True for relation training.
+_C.SOLVER.FIND_UNUSED_PARAMETERS = True
+# Validation metric that drives WarmupReduceLROnPlateau and picks model_best.pth (higher = better).
+# Looked up in the evaluator's result dict (nested dicts flattened with "/"; a unique key ending
+# in "/<name>" also matches).
+_C.SOLVER.VAL_METRIC = "R@100"
+# WarmupCosineLR: final LR = BASE_LR * MIN_LR_FACTOR.
+_C.SOLVER.SCHEDULE.MIN_LR_FACTOR = 0.0
+
+# ---------------------------------------------------------------------------------------------
+# One-stage composite-field model (MODEL.META_ARCHITECTURE "OneStageSGG", sgg.modeling.onestage)
+# ---------------------------------------------------------------------------------------------
+_C.MODEL.ONESTAGE = CN()
+# "R-18" | "R-34" | "R-50" | "R-101" (torchvision ResNet, last stage dilated, stride 16) or
+# "timm:<name>" (e.g. "timm:swin_small_patch4_window7_224", + a one-level FPN to stride 16).
+_C.MODEL.ONESTAGE.BACKBONE = "R-50"
+# A local weight file for the backbone (never downloaded; read by the load step).
+_C.MODEL.ONESTAGE.BACKBONE_WEIGHTS = ""
+# "BN" | "FrozenBN" | "GN" | "SyncBN".
+_C.MODEL.ONESTAGE.BACKBONE_NORM = "BN"
+_C.MODEL.ONESTAGE.FREEZE_AT = 0
+# Extra timm.create_model arguments as a dict literal.
+_C.MODEL.ONESTAGE.TIMM_KWARGS = ""
+# A norm after the timm backbones' FPN output conv ("BN" for from-scratch training).
+_C.MODEL.ONESTAGE.FPN_NORM = ""
+# Heads: trunks "conv" | "deform" | "transformer"; HEAD_CONVS for conv and deform trunks;
+# HEAD_NORM "" | "BN" | "GN".
+_C.MODEL.ONESTAGE.OBJ_TRUNK = "conv"
+_C.MODEL.ONESTAGE.REL_TRUNK = "conv"
+_C.MODEL.ONESTAGE.HEAD_WIDTH = 256
+_C.MODEL.ONESTAGE.HEAD_CONVS = 2
+_C.MODEL.ONESTAGE.HEAD_NORM = ""
+_C.MODEL.ONESTAGE.TRANSFORMER_LAYERS = 6
+_C.MODEL.ONESTAGE.TRANSFORMER_HEADS = 8
+# "auto" (torchvision's deformable conv on CUDA, the grid_sample one elsewhere) | "torchvision" | "sampled".
+_C.MODEL.ONESTAGE.DEFORM_IMPL = "auto"
+# Targets: CenterNet radius overlap; the positive part of a subject->object segment is
+# [REL_MARGIN, 1 - REL_MARGIN].
+_C.MODEL.ONESTAGE.MIN_OVERLAP = 0.7
+_C.MODEL.ONESTAGE.REL_MARGIN = 0.3
+# Loss weights.
+_C.MODEL.ONESTAGE.LOSS_OBJ_HEATMAP = 1.0
+_C.MODEL.ONESTAGE.LOSS_OBJ_OFFSET = 1.0
+_C.MODEL.ONESTAGE.LOSS_OBJ_SIZE = 0.1
+_C.MODEL.ONESTAGE.LOSS_REL_HEATMAP = 1.0
+_C.MODEL.ONESTAGE.LOSS_REL_VECTOR = 1.0
+_C.MODEL.ONESTAGE.LOSS_REL_SCALE = 1.0
+# Decoding: objects kept, relation field threshold, relations kept (0 = all pairs), SGCls IoU;
+# PAIR_SCORE_FILTER: the reference's SGDet/SGCls rule keeping a relation candidate only when its
+# score > min(subject score, object score) / 2.
+_C.MODEL.ONESTAGE.TOPK_OBJECTS = 100
+_C.MODEL.ONESTAGE.REL_THRESHOLD = 0.1
+_C.MODEL.ONESTAGE.MAX_RELATIONS = 0
+_C.MODEL.ONESTAGE.SGCLS_IOU = 0.5
+_C.MODEL.ONESTAGE.PAIR_SCORE_FILTER = True
+# At inference on a CUDA device, replay the field network as a CUDA graph captured per padded
+# batch shape (sgg.utils.cuda_graph.CUDAGraphRunner; the decoder stays eager).
+_C.MODEL.ONESTAGE.CUDA_GRAPHS = False
+
+# ---------------------------------------------------------------------------------------------
+# HML: hierarchical memory learning (training method "hml", sgg.distill.hml). SGB-HML's own names
+# first; they only matter with MODEL.HML.ENABLED.
+# ---------------------------------------------------------------------------------------------
+# Weight each predicate's distillation term by the parent's per-predicate recall on validation.
+_C.MODEL.USE_CONFIDENCE = False
+# Softmax temperature T of the prediction distillation.
+_C.MODEL.DISTILL_TEMPERATURE = 2.0
+# λ of the parameter anchoring.
+_C.SOLVER.LAMBDA_FOR_PARAM = 1.0
+# EMA weight of the newest batch in the Fisher estimate.
+_C.SOLVER.ALPHA_FOR_FISHER = 0.5
+# Anchoring penalty: "l2" (squared) or "l1" (absolute difference).
+_C.SOLVER.DISTILL_TYPE = "l2"
+_C.MODEL.HML = CN()
+# Train with HML (the single switch).
+_C.MODEL.HML.ENABLED = False
+# 0 = stage 1 then stage 2 in one command; 1 = stage 1 only (+ Fisher, stage files); 2 = stage 2
+# only, from the stage files in STAGE1_DIR.
+_C.MODEL.HML.STAGE = 0
+# "frequency" (the NUM_COARSE most frequent train predicates are coarse), "dataset" (the
+# predicate_hierarchy.json of the train dataset's folder) or the path of a JSON hierarchy file.
+_C.MODEL.HML.HIERARCHY = "frequency"
+_C.MODEL.HML.NUM_COARSE = 10
+# β of the class-balanced stage-2 weights (0 = unweighted).
+_C.MODEL.HML.CLASS_BALANCE_BETA = 0.999
+# Share of SOLVER.MAX_ITER given to stage 1 when STAGE is 0.
+_C.MODEL.HML.STAGE1_ITER_FRACTION = 0.5
+# Stage-1 training batches (per rank) of the Fisher estimate.
+_C.MODEL.HML.FISHER_BATCHES = 100
+# Stage 2 starts from a fresh relation head (the released code) instead of the stage-1 weights.
+_C.MODEL.HML.FRESH_INIT_STAGE2 = False
+# Weight of loss_distill.
+_C.MODEL.HML.DISTILL_WEIGHT = 1.0
+# The K of the per-predicate recall R@K used as confidence.
+_C.MODEL.HML.CONFIDENCE_K = 100
+# Where stage 1 writes its checkpoints and the stage files ("" = OUTPUT_DIR/stage1).
+_C.MODEL.HML.STAGE1_DIR = ""
+
+# ---------------------------------------------------------------------------------------------
+# STDG depth teacher (training method "stdg", sgg.distill.depth_teacher)
+# ---------------------------------------------------------------------------------------------
+_C.MODEL.STDG = CN()
+# "" (plain RGB model), "depth" (stage 1: the one-stage model on the depth encoding) or "combine"
+# (stage 2: RGB student + frozen depth teacher).
+_C.MODEL.STDG.MODE = ""
+# combine: the stage-1 checkpoint file, or its OUTPUT_DIR; its EMA weights when it has them.
+_C.MODEL.STDG.TEACHER_WEIGHTS = ""
+# Weight of the masked offset MSE (needs a deform trunk); teacher offsets with |offset| >=
+# OFFSET_MASK (feature cells) are left out of it.
+_C.MODEL.STDG.OFFSET_WEIGHT = 1.0
+_C.MODEL.STDG.OFFSET_MASK = 10.0
+# Weight of the MSE between the backbone feature maps (0 = off).
+_C.MODEL.STDG.FEATURE_WEIGHT = 0.0
+# Log the teacher's field losses on each batch (teacher_*).
+_C.MODEL.STDG.LOG_TEACHER_LOSSES = True
+# Normalisation of the depth encoding (already in [0, 1]) for the depth model.
+_C.MODEL.STDG.DEPTH_PIXEL_MEAN = [0.0, 0.0, 0.0]
+_C.MODEL.STDG.DEPTH_PIXEL_STD = [1.0, 1.0, 1.0]
+
 _EXTENSIONS: List[Callable[[CN], None]] = []
 
 
 def register_config_extension(fn: Callable[[CN], None]) -> Callable[[CN], None]:
-    """Register ``fn(cfg)`` that adds a component's subtree to the defaults. Usable as decorator."""
+    """Register ``fn(cfg)`` that adds keys of a component defined OUTSIDE ``sgg`` (research code)
+    to the defaults; usable as a decorator. Every ``sgg`` component declares its keys above."""
     if fn not in _EXTENSIONS:
         _EXTENSIONS.append(fn)
     return fn
 
 
-# Modules whose import registers a config extension. Importing them here (lazily, at call time)
-# makes every component's keys known wherever a config is loaded, e.g. a saved config.yaml.
-_COMPONENT_MODULES = (
-    "sgg.solver",
-    "sgg.data.mapper",
-    "sgg.modeling.detector",
-    "sgg.modeling.relation",
-    "sgg.modeling.meta_arch.one_stage",
-    "sgg.distill",
-)
-
-
 def get_default_config() -> CN:
-    """A fresh, mutable copy of the defaults with every registered extension applied."""
-    import importlib
-
-    for name in _COMPONENT_MODULES:
-        importlib.import_module(name)
+    """A fresh, mutable copy of the defaults (plus any registered extension)."""
     cfg = _C.clone()
     for fn in _EXTENSIONS:
         fn(cfg)

@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from yacs.config import CfgNode as CN
 
-from sgg.config import register_config_extension
 from sgg.protocol import GT_KEYS, MODES, visible_inputs  # noqa: F401  (visible_inputs: re-exported)
 from sgg.structures import Boxes, Instances
 
@@ -41,20 +40,6 @@ logger = logging.getLogger(__name__)
 
 
 
-@register_config_extension
-def add_input_config(cfg: CN) -> None:
-    """``INPUT.LOAD_DEPTH`` (False): read ``depth_file`` (the dataset's ``depth/`` folder) and return
-    ``depth``; ``INPUT.DEPTH_INTERP`` ("nearest" | "linear"): depth resampling on resize;
-    ``INPUT.DEPTH_SCALE`` (1.0): factor applied to stored depth values (e.g. 0.001 for PNG in mm;
-    the encodings want metres); ``INPUT.DEPTH_ENCODING`` ("" | "hha" | "normalized"): return
-    ``depth`` as the 3-channel encoding of :func:`sgg.data.depth_encoding.encode_depth` (computed
-    at the original resolution, then resized / flipped with the image); ``INPUT.DEPTH_FOCAL`` (0.0):
-    the HHA back-projection's focal length in pixels of the original image (0 = its width)."""
-    cfg.INPUT.setdefault("LOAD_DEPTH", False)
-    cfg.INPUT.setdefault("DEPTH_INTERP", "nearest")
-    cfg.INPUT.setdefault("DEPTH_SCALE", 1.0)
-    cfg.INPUT.setdefault("DEPTH_ENCODING", "")
-    cfg.INPUT.setdefault("DEPTH_FOCAL", 0.0)
 
 
 
@@ -119,11 +104,11 @@ class SceneGraphMapper:
             contrast=inp.CONTRAST,
             saturation=inp.SATURATION,
             hue=inp.HUE,
-            load_depth=bool(inp.get("LOAD_DEPTH", False)),
-            depth_interp=inp.get("DEPTH_INTERP", "nearest"),
-            depth_scale=float(inp.get("DEPTH_SCALE", 1.0)),
-            depth_encoding=inp.get("DEPTH_ENCODING", ""),
-            depth_focal=float(inp.get("DEPTH_FOCAL", 0.0)),
+            load_depth=bool(inp.LOAD_DEPTH),
+            depth_interp=inp.DEPTH_INTERP,
+            depth_scale=float(inp.DEPTH_SCALE),
+            depth_encoding=inp.DEPTH_ENCODING,
+            depth_focal=float(inp.DEPTH_FOCAL),
         )
 
     def _setup(self, *, is_train: bool, mode: str, min_size_train: Sequence[int] = (600,),

@@ -43,7 +43,7 @@ from torch import nn
 from yacs.config import CfgNode as CN
 
 from sgg.checkpoint import CheckpointError, Checkpointer, load_checkpoint_file, load_model_state, unwrap_model
-from sgg.config import ConfigError, register_config_extension
+from sgg.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,6 @@ __all__ = [
     "DepthTeacherDistillation",
     "FieldTap",
     "FrozenTeacher",
-    "add_stdg_config",
     "build_depth_teacher",
     "feature_mse",
     "load_teacher_weights",
@@ -69,29 +68,6 @@ STDG_MODES = ("", "depth", "combine")
 # ---------------------------------------------------------------------------------------------
 # Config
 # ---------------------------------------------------------------------------------------------
-@register_config_extension
-def add_stdg_config(cfg: CN) -> None:
-    """``MODEL.STDG`` keys (idempotent):
-
-    * ``MODE`` (""): "" (plain RGB model), "depth" (stage 1: the one-stage model on the depth
-      encoding) or "combine" (stage 2: RGB student + frozen depth teacher).
-    * ``TEACHER_WEIGHTS`` (""): combine: the stage-1 checkpoint file, or its OUTPUT_DIR (its
-      ``last_checkpoint``); the EMA weights are used when the file has them.
-    * ``OFFSET_WEIGHT`` (1.0, the reference's): weight of the masked offset MSE (needs a
-      ``deform`` trunk); ``OFFSET_MASK`` (10.0): teacher offsets with ``|offset| >=`` this (feature
-      cells) are left out of it.
-    * ``FEATURE_WEIGHT`` (0.0 = off): weight of the MSE between the backbone feature maps.
-    * ``LOG_TEACHER_LOSSES`` (True): log the teacher's field losses on each batch (``teacher_*``).
-    * ``DEPTH_PIXEL_MEAN`` ([0, 0, 0]) / ``DEPTH_PIXEL_STD`` ([1, 1, 1]): normalisation of the
-      depth encoding (already in [0, 1]) for the depth model.
-    """
-    if "STDG" not in cfg.MODEL:
-        cfg.MODEL.STDG = CN()
-    s = cfg.MODEL.STDG
-    for key, value in (("MODE", ""), ("TEACHER_WEIGHTS", ""), ("OFFSET_WEIGHT", 1.0), ("OFFSET_MASK", 10.0),
-                       ("FEATURE_WEIGHT", 0.0), ("LOG_TEACHER_LOSSES", True),
-                       ("DEPTH_PIXEL_MEAN", [0.0, 0.0, 0.0]), ("DEPTH_PIXEL_STD", [1.0, 1.0, 1.0])):
-        s.setdefault(key, value)
 
 
 def validate_stdg_config(cfg: CN) -> None:
@@ -106,7 +82,7 @@ def validate_stdg_config(cfg: CN) -> None:
     if cfg.MODEL.META_ARCHITECTURE != "OneStageSGG":
         raise ConfigError(f"MODEL.STDG.MODE {s.MODE!r} trains the one-stage model: set MODEL.META_ARCHITECTURE "
                           f"\"OneStageSGG\" (got {cfg.MODEL.META_ARCHITECTURE!r})")
-    if cfg.MODEL.get("HML") is not None and cfg.MODEL.HML.ENABLED:
+    if cfg.MODEL.HML.ENABLED:
         raise ConfigError("MODEL.STDG.MODE and MODEL.HML.ENABLED cannot be combined (HML is for the two-stage "
                           "relation head)")
     if not cfg.INPUT.LOAD_DEPTH or cfg.INPUT.DEPTH_ENCODING not in ENCODINGS:

@@ -21,7 +21,7 @@ Library pieces (each usable alone, plain arguments, no cfg inside):
 * :class:`PredictionDistillation`, :func:`parent_logits_on_pairs`, :class:`RelationHeadTap`;
 * :func:`save_stage1` / :func:`load_stage1` (one file, any rank count);
 * :class:`HMLLoss` (the trainer's ``extra_losses`` callable for stage 2) and the config glue
-  (:func:`add_hml_config`, :func:`build_hierarchy`, :func:`stage_config`, ...).
+  (:func:`build_hierarchy`, :func:`stage_config`, ...).
 
 Typical wiring (``sgg/engine/relation.py``)::
 
@@ -54,7 +54,7 @@ from yacs.config import CfgNode as CN
 
 from sgg.checkpoint import unwrap_model
 from sgg.utils.io import atomic_torch_save
-from sgg.config import ConfigError, register_config_extension
+from sgg.config import ConfigError
 from sgg.modeling.relation.head import RelationHead
 from sgg.modeling.relation.loss import RelationLoss
 from sgg.utils import comm
@@ -71,7 +71,6 @@ __all__ = [
     "RelationHeadTap",
     "STAGE1_FILE",
     "Stage1State",
-    "add_hml_config",
     "all_reduce_mean",
     "build_hierarchy",
     "build_parent_head",
@@ -106,59 +105,6 @@ _DISTILL_TYPES = ("l2", "l1")
 # ---------------------------------------------------------------------------------------------
 # Config
 # ---------------------------------------------------------------------------------------------
-@register_config_extension
-def add_hml_config(cfg: CN) -> None:
-    """HML keys: SGB-HML's own names, plus the ``MODEL.HML`` subtree.
-
-    MODEL.USE_CONFIDENCE (False): weight each predicate's distillation term by the parent's
-        per-predicate recall on validation (measured after stage 1).
-    MODEL.DISTILL_TEMPERATURE (2.0): softmax temperature T of the prediction distillation.
-    SOLVER.LAMBDA_FOR_PARAM (1.0): λ of the parameter anchoring.
-    SOLVER.ALPHA_FOR_FISHER (0.5): EMA weight of the newest batch in the Fisher estimate.
-    SOLVER.DISTILL_TYPE ("l2"): anchoring penalty, "l2" (squared) or "l1" (absolute difference).
-    MODEL.HML.
-      ENABLED (False): train with HML (the single switch; the keys above only matter with it).
-      STAGE (0): 0 = stage 1 then stage 2 in one command; 1 = stage 1 only (+ Fisher, stage files);
-          2 = stage 2 only, from the stage files in STAGE1_DIR.
-      HIERARCHY ("frequency"): "frequency" (the NUM_COARSE most frequent train predicates are
-          coarse), "dataset" (the predicate_hierarchy.json of the train dataset's folder) or the
-          path of a JSON hierarchy file.
-      NUM_COARSE (10): K of the frequency split.
-      CLASS_BALANCE_BETA (0.999): β of the class-balanced stage-2 weights (0 = unweighted).
-      STAGE1_ITER_FRACTION (0.5): share of SOLVER.MAX_ITER given to stage 1 when STAGE is 0.
-      FISHER_BATCHES (100): stage-1 training batches (per rank) of the Fisher estimate.
-      FRESH_INIT_STAGE2 (False): stage 2 starts from a fresh relation head (the released code)
-          instead of the stage-1 weights.
-      DISTILL_WEIGHT (1.0): weight of loss_distill.
-      CONFIDENCE_K (100): the K of the per-predicate recall R@K used as confidence.
-      STAGE1_DIR (""): where stage 1 writes its checkpoints and the stage files
-          ("" = OUTPUT_DIR/stage1).
-    """
-    if "USE_CONFIDENCE" not in cfg.MODEL:
-        cfg.MODEL.USE_CONFIDENCE = False
-    if "DISTILL_TEMPERATURE" not in cfg.MODEL:
-        cfg.MODEL.DISTILL_TEMPERATURE = 2.0
-    for k, v in (("LAMBDA_FOR_PARAM", 1.0), ("ALPHA_FOR_FISHER", 0.5), ("DISTILL_TYPE", "l2")):
-        if k not in cfg.SOLVER:
-            cfg.SOLVER[k] = v
-    if "HML" not in cfg.MODEL:
-        cfg.MODEL.HML = CN()
-    defaults = {
-        "ENABLED": False,
-        "STAGE": 0,
-        "HIERARCHY": "frequency",
-        "NUM_COARSE": 10,
-        "CLASS_BALANCE_BETA": 0.999,
-        "STAGE1_ITER_FRACTION": 0.5,
-        "FISHER_BATCHES": 100,
-        "FRESH_INIT_STAGE2": False,
-        "DISTILL_WEIGHT": 1.0,
-        "CONFIDENCE_K": 100,
-        "STAGE1_DIR": "",
-    }
-    for k, v in defaults.items():
-        if k not in cfg.MODEL.HML:
-            cfg.MODEL.HML[k] = v
 
 
 def validate_hml_config(cfg: CN) -> None:

@@ -1,8 +1,4 @@
-"""Training engine: process setup (torchrun), the trainer and its hooks.
-
-Importing this package registers the engine's config keys (``sgg.solver.add_engine_config``).
-"""
-from sgg.solver import add_engine_config  # noqa: F401  (registers SOLVER.OPTIMIZER, EMA_DECAY, ...)
+"""Training engine: process setup (torchrun), the trainer and its hooks."""
 
 from .hooks import (
     EvalHook,
@@ -32,7 +28,6 @@ __all__ = [
     "ModelEMA",
     "PeriodicCheckpointer",
     "Trainer",
-    "add_engine_config",
     "default_argument_parser",
     "default_hooks",
     "init_distributed",

@@ -347,11 +347,11 @@ def default_hooks(cfg: Any, evaluate_fn: Optional[Callable[[torch.nn.Module], Ma
     s = cfg.SOLVER
     hooks: List[HookBase] = [LRScheduler()]
     if evaluate_fn is not None and (s.TO_VAL or s.PRE_VAL):
-        hooks.append(EvalHook(s.VAL_PERIOD if s.TO_VAL else 0, evaluate_fn, metric=s.get("VAL_METRIC", "R@100"),
+        hooks.append(EvalHook(s.VAL_PERIOD if s.TO_VAL else 0, evaluate_fn, metric=s.VAL_METRIC,
                               pre_val=s.PRE_VAL, eval_at_end=s.TO_VAL))
     elif s.SCHEDULE.TYPE == "WarmupReduceLROnPlateau":
         logger.warning("SOLVER.SCHEDULE.TYPE WarmupReduceLROnPlateau without validation (no evaluate_fn or "
                        "SOLVER.TO_VAL False): the LR will never decay after warm-up")
     hooks.append(PeriodicCheckpointer(s.CHECKPOINT_PERIOD))
-    hooks.append(MetricsWriter(cfg.OUTPUT_DIR, s.get("LOG_PERIOD", 20), tensorboard=s.get("TENSORBOARD", True)))
+    hooks.append(MetricsWriter(cfg.OUTPUT_DIR, s.LOG_PERIOD, tensorboard=s.TENSORBOARD))
     return hooks

@@ -23,8 +23,7 @@ def inference_config(cfg):
     """The config to evaluate / run the trained model of ``cfg`` with: in ``MODEL.STDG.MODE
     "combine"`` the student is a plain RGB model, so ``INPUT.LOAD_DEPTH`` is turned off (a frozen
     copy); any other config is returned as it is (the depth model still reads depth)."""
-    stdg = cfg.MODEL.get("STDG")
-    if stdg is None or stdg.MODE != "combine" or not cfg.INPUT.LOAD_DEPTH:
+    if cfg.MODEL.STDG.MODE != "combine" or not cfg.INPUT.LOAD_DEPTH:
         return cfg
     out = cfg.clone()
     out.defrost()

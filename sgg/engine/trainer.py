@@ -241,8 +241,8 @@ class Trainer:
         scheduler = scheduler or build_lr_scheduler(cfg, optimizer)
         s = cfg.SOLVER
         trainer = cls(model, data_loader, optimizer, scheduler, max_iter=s.MAX_ITER, device=device,
-                      dtype=cfg.DTYPE, grad_clip=s.GRAD_NORM_CLIP, ema_decay=s.get("EMA_DECAY", 0.0),
-                      find_unused_parameters=s.get("FIND_UNUSED_PARAMETERS", True),
+                      dtype=cfg.DTYPE, grad_clip=s.GRAD_NORM_CLIP, ema_decay=s.EMA_DECAY,
+                      find_unused_parameters=s.FIND_UNUSED_PARAMETERS,
                       batch_to_device=batch_to_device, extra_losses=extra_losses, output_dir=cfg.OUTPUT_DIR,
                       cfg=cfg)
         trainer.register_hooks(hooks if hooks is not None else default_hooks(cfg, evaluate_fn))

@@ -1,6 +1,5 @@
 """Optimizers and LR schedules (SGB's, with the LR scaling made explicit)."""
 from .build import (
-    add_engine_config,
     build_lr_scheduler,
     build_optimizer,
     effective_base_lr,
@@ -17,7 +16,6 @@ __all__ = [
     "WarmupCosineLR",
     "WarmupMultiStepLR",
     "WarmupReduceLROnPlateau",
-    "add_engine_config",
     "build_lr_scheduler",
     "build_optimizer",
     "effective_base_lr",

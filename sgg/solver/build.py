@@ -31,7 +31,6 @@ import torch
 from torch import nn
 from yacs.config import CfgNode as CN
 
-from sgg.config import register_config_extension
 
 from .lr_scheduler import WarmupCosineLR, WarmupMultiStepLR, WarmupReduceLROnPlateau
 
@@ -41,41 +40,13 @@ OPTIMIZERS = ("SGD", "AdamW")
 SCHEDULES = ("WarmupMultiStepLR", "WarmupReduceLROnPlateau", "WarmupCosineLR")
 
 
-@register_config_extension
-def add_engine_config(cfg: CN) -> None:
-    """Keys of the solver / trainer that SGB does not have (all under SOLVER)."""
-    s = cfg.SOLVER
-    # "SGD" (SGB) or "AdamW".
-    s.OPTIMIZER = "SGD"
-    # AdamW betas.
-    s.BETAS = (0.9, 0.999)
-    # LR multiplier for parameters whose name starts with BACKBONE_PREFIX (1.0 = no change).
-    s.BACKBONE_PREFIX = "backbone."
-    s.BACKBONE_LR_FACTOR = 1.0
-    # (regex, factor) pairs: the first regex found in a parameter's name (re.search) multiplies its
-    # LR, after the bias and backbone rules. () = none.
-    s.PARAM_LR_FACTORS = ()
-    # Exponential moving average of the weights (0 = off); the EMA weights are used for validation
-    # and kept in checkpoints.
-    s.EMA_DECAY = 0.0
-    # Console / metrics.json / tensorboard every LOG_PERIOD iterations.
-    s.LOG_PERIOD = 20
-    s.TENSORBOARD = True
-    # DistributedDataParallel(find_unused_parameters=...); SGB used True for relation training.
-    s.FIND_UNUSED_PARAMETERS = True
-    # Validation metric that drives WarmupReduceLROnPlateau and picks model_best.pth (higher = better).
-    # Looked up in the evaluator's result dict (nested dicts flattened with "/"; a unique key ending
-    # in "/<name>" also matches).
-    s.VAL_METRIC = "R@100"
-    # WarmupCosineLR: final LR = BASE_LR * MIN_LR_FACTOR.
-    s.SCHEDULE.MIN_LR_FACTOR = 0.0
 
 
 def effective_base_lr(cfg: CN) -> float:
     """The base LR the optimizer really uses: ``BASE_LR * IMS_PER_BATCH`` when
     ``SOLVER.SCALE_LR_BY_BATCH`` (SGB's silent behaviour), else ``BASE_LR``."""
     lr = float(cfg.SOLVER.BASE_LR)
-    if cfg.SOLVER.get("SCALE_LR_BY_BATCH", False):
+    if cfg.SOLVER.SCALE_LR_BY_BATCH:
         lr *= float(cfg.SOLVER.IMS_PER_BATCH)
     return lr
 
@@ -132,11 +103,11 @@ def _compile_lr_factors(pairs: Sequence[Tuple[str, float]]) -> List[Tuple["re.Pa
 def build_optimizer(cfg: CN, model: nn.Module) -> torch.optim.Optimizer:
     """SGD (SGB) or AdamW over the trainable parameters of ``model`` (see module docstring)."""
     s = cfg.SOLVER
-    name = s.get("OPTIMIZER", "SGD")
+    name = s.OPTIMIZER
     if name not in OPTIMIZERS:
         raise ValueError(f"SOLVER.OPTIMIZER must be one of {OPTIMIZERS}, got {name!r}")
     base_lr = effective_base_lr(cfg)
-    if s.get("SCALE_LR_BY_BATCH", False):
+    if s.SCALE_LR_BY_BATCH:
         logger.info("SOLVER.SCALE_LR_BY_BATCH True (SGB behaviour): effective base LR = BASE_LR %g x "
                     "IMS_PER_BATCH %d = %g. Set SOLVER.SCALE_LR_BY_BATCH False to use BASE_LR as given.",
                     s.BASE_LR, s.IMS_PER_BATCH, base_lr)
@@ -144,8 +115,8 @@ def build_optimizer(cfg: CN, model: nn.Module) -> torch.optim.Optimizer:
         logger.info("Effective base LR = SOLVER.BASE_LR = %g (SOLVER.SCALE_LR_BY_BATCH False)", base_lr)
     groups = get_param_groups(
         model, base_lr, s.WEIGHT_DECAY, bias_lr_factor=s.BIAS_LR_FACTOR, weight_decay_bias=s.WEIGHT_DECAY_BIAS,
-        backbone_prefix=s.get("BACKBONE_PREFIX", ""), backbone_lr_factor=s.get("BACKBONE_LR_FACTOR", 1.0),
-        param_lr_factors=s.get("PARAM_LR_FACTORS", ()))
+        backbone_prefix=s.BACKBONE_PREFIX, backbone_lr_factor=s.BACKBONE_LR_FACTOR,
+        param_lr_factors=s.PARAM_LR_FACTORS)
     if not groups:
         raise ValueError("build_optimizer: the model has no trainable parameters (all requires_grad=False)")
     for g in groups:
@@ -153,7 +124,7 @@ def build_optimizer(cfg: CN, model: nn.Module) -> torch.optim.Optimizer:
                     g["weight_decay"], len(g["params"]), sum(p.numel() for p in g["params"]))
     if name == "SGD":
         return torch.optim.SGD(groups, lr=base_lr, momentum=s.MOMENTUM)
-    betas = tuple(s.get("BETAS", (0.9, 0.999)))
+    betas = tuple(s.BETAS)
     return torch.optim.AdamW(groups, lr=base_lr, betas=betas)
 
 
@@ -169,5 +140,5 @@ def build_lr_scheduler(cfg: CN, optimizer: torch.optim.Optimizer):
                                        threshold=s.SCHEDULE.THRESHOLD, cooldown=s.SCHEDULE.COOLDOWN,
                                        max_decay_step=s.SCHEDULE.MAX_DECAY_STEP, **warm)
     if kind == "WarmupCosineLR":
-        return WarmupCosineLR(optimizer, s.MAX_ITER, s.SCHEDULE.get("MIN_LR_FACTOR", 0.0), **warm)
+        return WarmupCosineLR(optimizer, s.MAX_ITER, s.SCHEDULE.MIN_LR_FACTOR, **warm)
     raise ValueError(f"SOLVER.SCHEDULE.TYPE must be one of {SCHEDULES}, got {kind!r}")

@@ -29,11 +29,6 @@ BACKBONE_REGISTRY = Registry("BACKBONE")
 _RESNET_RE = re.compile(r"^(?P<kind>[RX])-(?P<depth>\d+)(-(?P<groups>\d+)x(?P<width>\d+)d)?-FPN$")
 
 
-def _det(cfg, key: str, default):
-    det = cfg.MODEL.get("DETECTOR", None)
-    return det.get(key, default) if det is not None else default
-
-
 def _fpn_norm(cfg) -> str:
     return "GN" if cfg.MODEL.FPN.USE_GN else ""
 
@@ -57,9 +52,9 @@ def build_resnet_fpn_backbone(cfg) -> ResNetFPN:
         stride_in_1x1=cfg.MODEL.RESNETS.STRIDE_IN_1X1,
         out_channels=cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS,
         freeze_at=cfg.MODEL.BACKBONE.FREEZE_CONV_BODY_AT,
-        bn_eps=float(_det(cfg, "FROZEN_BN_EPS", 1e-5)),
+        bn_eps=float(cfg.MODEL.DETECTOR.FROZEN_BN_EPS),
         weights=cfg.MODEL.BACKBONE.WEIGHTS,
-        norm=_det(cfg, "BACKBONE_NORM", "FrozenBN"),
+        norm=cfg.MODEL.DETECTOR.BACKBONE_NORM,
         fpn_norm=_fpn_norm(cfg),
     )
 
@@ -89,9 +84,9 @@ def build_timm_fpn_backbone(cfg) -> TimmFPN:
         out_channels=cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS,
         freeze_at=bb.FREEZE_CONV_BODY_AT,
         weights=bb.WEIGHTS,
-        out_indices=tuple(bb.get("TIMM_OUT_INDICES", ())),
-        model_kwargs=parse_timm_kwargs(bb.get("TIMM_KWARGS", "")),
-        freeze_bn=_det(cfg, "BACKBONE_NORM", "FrozenBN") == "FrozenBN",
+        out_indices=tuple(bb.TIMM_OUT_INDICES),
+        model_kwargs=parse_timm_kwargs(bb.TIMM_KWARGS),
+        freeze_bn=cfg.MODEL.DETECTOR.BACKBONE_NORM == "FrozenBN",
         fpn_norm=_fpn_norm(cfg),
     )
 

@@ -1,7 +1,6 @@
 """Faster R-CNN detector (torchvision parts, SGB conventions) and its config keys."""
 from .anchors import VG_ANCHOR_SIZES, VG_ANCHOR_STRIDES, VG_ASPECT_RATIOS, FPNAnchorGenerator, legacy_cell_anchors
 from .build import (
-    add_detector_config,
     build_detector,
     detector_kwargs_from_config,
     evaluate_detector,
@@ -32,7 +31,6 @@ __all__ = [
     "FasterRCNNDetector",
     "LegacyBoxCoder",
     "LevelRoIAlign",
-    "add_detector_config",
     "build_detector",
     "clip_boxes",
     "detector_kwargs_from_config",

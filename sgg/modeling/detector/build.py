@@ -1,28 +1,10 @@
-"""Config -> detector, detector checkpoints, and detection evaluation (box AP) of a detector.
+"""Config -> detector, and loading detector checkpoints (sgg's own and SGB's).
 
-Config keys added here (:func:`add_detector_config`):
-
-* ``MODEL.DETECTOR.FROZEN_BN_EPS`` (1e-5): epsilon of the backbone's frozen batch norms; 0.0 is
-  maskrcnn_benchmark's BN (SGB checkpoints).
-* ``MODEL.DETECTOR.LEGACY_BOX_CODING`` (False): maskrcnn_benchmark's "+1" pixel conventions
-  (anchors, box coder, IoU, NMS, clipping, pooler levels); True for SGB checkpoints.
-* ``MODEL.DETECTOR.ALIGNED_ROI`` (True): half-pixel-aligned ROIAlign; False = the legacy ROIAlign of
-  maskrcnn_benchmark (SGB checkpoints).
-* ``MODEL.DETECTOR.BACKBONE_NORM`` ("FrozenBN"): the backbone's normalisation: ``FrozenBN`` (SGB,
-  with pretrained weights), ``GN`` (train from scratch, e.g. SynthVG without ImageNet weights;
-  pair with ``MODEL.FPN.USE_GN True`` and ``FREEZE_CONV_BODY_AT 0``), ``BN``, ``SyncBN``.
-* ``MODEL.DETECTOR.CHANNELS_LAST`` (False): run the backbone and RPN head in NHWC memory format
-  (faster on GPUs with tensor cores, ResNeXt's grouped convs above all; same results up to
-  floating-point summation order).
-* ``MODEL.BACKBONE.TIMM_OUT_INDICES`` (()): timm feature levels to use (default: those at strides
-  4, 8, 16, 32).
-* ``MODEL.BACKBONE.TIMM_KWARGS`` (""): extra ``timm.create_model`` arguments as a Python dict
-  literal, e.g. ``"{'drop_path_rate': 0.1}"``.
-
-SGB checkpoints therefore want ``MODEL.DETECTOR.FROZEN_BN_EPS 0.0 MODEL.DETECTOR.LEGACY_BOX_CODING
-True MODEL.DETECTOR.ALIGNED_ROI False`` with SGB's ``INPUT`` defaults (BGR 0..255, mean subtracted);
-:func:`load_detector_checkpoint` reads SGB's files directly (the full list of keys is the
-SGB_COMPAT note of :mod:`.sgb_compat`).
+The detector's keys (``MODEL.DETECTOR.*``, ``MODEL.BACKBONE.TIMM_*``) are declared and documented in
+:mod:`sgg.config.defaults`. SGB checkpoints want ``MODEL.DETECTOR.FROZEN_BN_EPS 0.0
+MODEL.DETECTOR.LEGACY_BOX_CODING True MODEL.DETECTOR.ALIGNED_ROI False`` with SGB's ``INPUT``
+defaults (BGR 0..255, mean subtracted); :func:`load_detector_checkpoint` reads SGB's files directly
+(the full list of keys is the SGB_COMPAT note of :mod:`sgg.checkpoint.sgb`).
 """
 from __future__ import annotations
 
@@ -36,7 +18,6 @@ from torch import nn
 from yacs.config import CfgNode as CN
 
 from sgg.checkpoint import load_model_state
-from sgg.config import register_config_extension
 from sgg.modeling.backbone import build_backbone, load_state_dict_file
 
 from .faster_rcnn import FasterRCNNDetector, detector_postprocess, make_box_heads, make_rpn
@@ -47,19 +28,6 @@ logger = logging.getLogger(__name__)
 _DETECTOR_ROOTS = ("backbone.", "rpn.", "roi_heads.")
 
 
-@register_config_extension
-def add_detector_config(cfg: CN) -> None:
-    """Add the detector's own keys (module docstring) to ``cfg`` (idempotent)."""
-    if "DETECTOR" not in cfg.MODEL:
-        cfg.MODEL.DETECTOR = CN()
-    det = cfg.MODEL.DETECTOR
-    det.setdefault("FROZEN_BN_EPS", 1e-5)
-    det.setdefault("LEGACY_BOX_CODING", False)
-    det.setdefault("ALIGNED_ROI", True)
-    det.setdefault("BACKBONE_NORM", "FrozenBN")
-    det.setdefault("CHANNELS_LAST", False)
-    cfg.MODEL.BACKBONE.setdefault("TIMM_OUT_INDICES", ())
-    cfg.MODEL.BACKBONE.setdefault("TIMM_KWARGS", "")
 
 
 def detector_kwargs_from_config(cfg, num_classes: Optional[int] = None) -> Dict:
@@ -68,8 +36,8 @@ def detector_kwargs_from_config(cfg, num_classes: Optional[int] = None) -> Dict:
     if m.CLS_AGNOSTIC_BBOX_REG:
         raise ValueError("MODEL.CLS_AGNOSTIC_BBOX_REG True is not supported: the box head regresses "
                          "one box per class (as SGB's VG detectors)")
-    det = m.get("DETECTOR", CN())
-    legacy = bool(det.get("LEGACY_BOX_CODING", False))
+    det = m.DETECTOR
+    legacy = bool(det.LEGACY_BOX_CODING)
     if num_classes is None:
         num_classes = m.ROI_BOX_HEAD.NUM_CLASSES
     rpn = dict(
@@ -95,7 +63,7 @@ def detector_kwargs_from_config(cfg, num_classes: Optional[int] = None) -> Dict:
         pooler_resolution=m.ROI_BOX_HEAD.POOLER_RESOLUTION,
         pooler_sampling_ratio=m.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO,
         pooler_scales=tuple(m.ROI_BOX_HEAD.POOLER_SCALES),
-        aligned=bool(det.get("ALIGNED_ROI", True)),
+        aligned=bool(det.ALIGNED_ROI),
         legacy=legacy,
         fg_iou_thresh=m.ROI_HEADS.FG_IOU_THRESHOLD,
         bg_iou_thresh=m.ROI_HEADS.BG_IOU_THRESHOLD,
@@ -113,7 +81,7 @@ def detector_kwargs_from_config(cfg, num_classes: Optional[int] = None) -> Dict:
         pixel_std=tuple(cfg.INPUT.PIXEL_STD),
         to_bgr255=cfg.INPUT.TO_BGR255,
         size_divisibility=cfg.DATALOADER.SIZE_DIVISIBILITY,
-        channels_last=bool(det.get("CHANNELS_LAST", False)),
+        channels_last=bool(det.CHANNELS_LAST),
     )
     return {"rpn": rpn, "box": box, "model": model}
 

@@ -6,7 +6,7 @@ targets on the padded batch grid and the six field losses are returned. Inferenc
 inputs through :func:`~sgg.protocol.visible_inputs` (SGDet reads no GT; SGCls only the GT boxes;
 PredCls boxes and labels) and returns graphs in original image pixels, like the two-stage model.
 
-Config keys (``MODEL.ONESTAGE.*``, :func:`add_onestage_config`) are listed in the function.
+Config keys: ``MODEL.ONESTAGE.*`` in :mod:`sgg.config.defaults`.
 """
 from __future__ import annotations
 
@@ -17,56 +17,15 @@ import torch
 from torch import nn
 from yacs.config import CfgNode as CN
 
-from sgg.config import register_config_extension
 from sgg.protocol import check_mode, visible_inputs
 from sgg.structures import SceneGraph
 from sgg.structures.image_batch import map_by_padded_shape, pad_images
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OneStageSGG", "add_onestage_config", "build_composite_field_net"]
+__all__ = ["OneStageSGG", "build_composite_field_net"]
 
 
-@register_config_extension
-def add_onestage_config(cfg: CN) -> None:
-    """``MODEL.ONESTAGE`` keys (idempotent):
-
-    * ``BACKBONE`` ("R-50"): "R-18" | "R-34" | "R-50" | "R-101" (torchvision ResNet, last stage
-      dilated, stride 16) or "timm:<name>" (e.g. "timm:swin_small_patch4_window7_224", + a
-      one-level FPN to stride 16); ``BACKBONE_WEIGHTS`` (""): a local weight file (never
-      downloaded); ``BACKBONE_NORM`` ("BN" | "FrozenBN" | "GN" | "SyncBN"); ``FREEZE_AT`` (0);
-      ``TIMM_KWARGS`` (""): extra ``timm.create_model`` arguments as a dict literal; ``FPN_NORM``
-      (""): a norm after the timm backbones' FPN output conv ("BN" for from-scratch training).
-    * Heads: ``OBJ_TRUNK`` / ``REL_TRUNK`` ("conv" | "deform" | "transformer"), ``HEAD_WIDTH``
-      (256), ``HEAD_CONVS`` (2, conv and deform trunks), ``HEAD_NORM`` ("" | "BN" | "GN"),
-      ``TRANSFORMER_LAYERS`` (6), ``TRANSFORMER_HEADS`` (8), ``DEFORM_IMPL`` ("auto": torchvision's
-      deformable conv on CUDA, the ``grid_sample`` one elsewhere; "torchvision" | "sampled").
-    * Targets: ``MIN_OVERLAP`` (0.7, CenterNet radius), ``REL_MARGIN`` (0.3: the positive part of a
-      subject->object segment is [margin, 1 - margin]).
-    * Loss weights: ``LOSS_OBJ_HEATMAP`` 1, ``LOSS_OBJ_OFFSET`` 1, ``LOSS_OBJ_SIZE`` 0.1,
-      ``LOSS_REL_HEATMAP`` 1, ``LOSS_REL_VECTOR`` 1, ``LOSS_REL_SCALE`` 1.
-    * Decoding: ``TOPK_OBJECTS`` (100), ``REL_THRESHOLD`` (0.1), ``MAX_RELATIONS`` (0 = all pairs),
-      ``SGCLS_IOU`` (0.5), ``PAIR_SCORE_FILTER`` (True: the reference's SGDet/SGCls rule keeping a
-      relation candidate only when its score > min(subject score, object score) / 2).
-    * ``CUDA_GRAPHS`` (False): at inference on a CUDA device, replay the field network as a CUDA
-      graph captured per padded batch shape (:class:`~sgg.utils.cuda_graph.CUDAGraphRunner`; the
-      decoder stays eager). For small batches, where the network is launch-bound.
-    """
-    if "ONESTAGE" not in cfg.MODEL:
-        cfg.MODEL.ONESTAGE = CN()
-    o = cfg.MODEL.ONESTAGE
-    for key, value in (
-        ("BACKBONE", "R-50"), ("BACKBONE_WEIGHTS", ""), ("BACKBONE_NORM", "BN"), ("FREEZE_AT", 0),
-        ("TIMM_KWARGS", ""), ("FPN_NORM", ""),
-        ("OBJ_TRUNK", "conv"), ("REL_TRUNK", "conv"), ("HEAD_WIDTH", 256), ("HEAD_CONVS", 2),
-        ("HEAD_NORM", ""), ("TRANSFORMER_LAYERS", 6), ("TRANSFORMER_HEADS", 8), ("DEFORM_IMPL", "auto"),
-        ("MIN_OVERLAP", 0.7), ("REL_MARGIN", 0.3),
-        ("LOSS_OBJ_HEATMAP", 1.0), ("LOSS_OBJ_OFFSET", 1.0), ("LOSS_OBJ_SIZE", 0.1),
-        ("LOSS_REL_HEATMAP", 1.0), ("LOSS_REL_VECTOR", 1.0), ("LOSS_REL_SCALE", 1.0),
-        ("TOPK_OBJECTS", 100), ("REL_THRESHOLD", 0.1), ("MAX_RELATIONS", 0), ("SGCLS_IOU", 0.5), ("PAIR_SCORE_FILTER", True),
-        ("CUDA_GRAPHS", False),
-    ):
-        o.setdefault(key, value)
 
 
 class OneStageSGG(nn.Module):
@@ -256,8 +215,8 @@ def onestage_kwargs_from_config(cfg) -> Dict[str, Any]:
     """:class:`OneStageSGG` keywords of ``cfg``; ``MODEL.STDG.MODE "depth"`` makes the model read the
     depth encoding (``input_key="depth"``, ``MODEL.STDG.DEPTH_PIXEL_MEAN`` / ``DEPTH_PIXEL_STD``)."""
     o = cfg.MODEL.ONESTAGE
-    stdg = cfg.MODEL.get("STDG")
-    if stdg is not None and stdg.MODE == "depth":
+    stdg = cfg.MODEL.STDG
+    if stdg.MODE == "depth":
         inputs = dict(input_key="depth", pixel_mean=tuple(stdg.DEPTH_PIXEL_MEAN),
                       pixel_std=tuple(stdg.DEPTH_PIXEL_STD), to_bgr255=False)
     else:

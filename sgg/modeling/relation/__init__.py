@@ -3,7 +3,7 @@
 ``from sgg.modeling.relation import MotifPredictor`` builds a predictor from plain arguments;
 :func:`build_relation_head` builds the whole head from a config.
 """
-from .build import add_relation_config, build_relation_head
+from .build import build_relation_head
 from .features import ObjectFeatureExtractor, UnionFeatureExtractor, rect_masks
 from .freq_bias import FrequencyBias
 from .head import RelationHead
@@ -23,7 +23,6 @@ __all__ = [
     "RelationLoss",
     "RelationSampler",
     "UnionFeatureExtractor",
-    "add_relation_config",
     "all_pairs",
     "build_relation_head",
     "class_aware_nms_labels",

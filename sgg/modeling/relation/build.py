@@ -8,7 +8,6 @@ import torch
 from torch import nn
 from yacs.config import CfgNode as CN
 
-from sgg.config import register_config_extension
 
 from .features import box_head_out_dim
 from .head import RelationHead
@@ -16,40 +15,9 @@ from .loss import RelationLoss
 from .predictors import RELATION_PREDICTOR_REGISTRY
 from .sampling import RelationSampler
 
-__all__ = ["add_relation_config", "build_relation_head"]
+__all__ = ["build_relation_head"]
 
 
-@register_config_extension
-def add_relation_config(cfg: CN) -> None:
-    """Relation-head keys that SGB does not have (SGB's own keys live in the defaults).
-
-    MODEL.ROI_RELATION_HEAD.
-      UNION_CHUNK_SIZE (4096): pairs per chunk of union-feature computation (memory bound).
-      RECT_MASK_FRAME ("image"): frame of the 2-channel subject/object rectangle masks: "image"
-          (SGB: boxes of the whole image drawn on a 27x27 grid) or "union" (neural-motifs: boxes
-          drawn inside the pair's union box).
-      SGDET_MATCH_LABELS ("assigned"): SGDet training, which proposal label must equal the GT
-          label for a proposal to match a GT box: "assigned" (SGB: the label of its best-IoU GT,
-          IoU >= FG_IOU_THRESHOLD) or "detector" (the detector's predicted label).
-      SGDET_GT_REL_SAMPLING ("top"): which proposal pairs (at most NUM_SAMPLE_PER_GT_REL) a GT
-          relation yields: "top" (highest subject IoU x object IoU) or "iou_weighted" (SGB: drawn
-          without replacement with probability proportional to it).
-      TEST_REL_TOP_K (0): keep only the best k relations per image at test (0 = all pairs; the
-          no-graph-constraint metrics need them all).
-      WORD_VECTOR_CACHE (False): cache the GloVe rows of the class names under OUTPUT_DIR.
-    """
-    rh = cfg.MODEL.ROI_RELATION_HEAD
-    defaults = {
-        "UNION_CHUNK_SIZE": 4096,
-        "RECT_MASK_FRAME": "image",
-        "SGDET_MATCH_LABELS": "assigned",
-        "SGDET_GT_REL_SAMPLING": "top",
-        "TEST_REL_TOP_K": 0,
-        "WORD_VECTOR_CACHE": False,
-    }
-    for k, v in defaults.items():
-        if k not in rh:
-            rh[k] = v
 
 
 def _pred_dist(statistics: Optional[Mapping[str, Any]]):
@@ -79,7 +47,7 @@ def build_relation_head(cfg: CN, detector_box_roi_pool: nn.Module, detector_box_
         obj_classes = list(statistics["obj_classes"])
         if len(obj_classes) != num_obj_classes:
             raise ValueError(f"statistics list {len(obj_classes)} object classes, the model has {num_obj_classes}")
-    cache_dir = cfg.OUTPUT_DIR if rh.get("WORD_VECTOR_CACHE", False) else None
+    cache_dir = cfg.OUTPUT_DIR if rh.WORD_VECTOR_CACHE else None
     predictor_cls = RELATION_PREDICTOR_REGISTRY.get(rh.PREDICTOR)
     predictor = predictor_cls.from_config(
         cfg, in_channels=in_channels, union_dim=in_channels, num_obj_classes=num_obj_classes,
