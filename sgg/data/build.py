@@ -1,7 +1,9 @@
 """Datasets and data loaders from a config.
 
 * :func:`build_dataset` -- one named split (``DATASETS.TRAIN/VAL/TEST`` names, see
-  ``sgg.data.catalog``) as a :class:`~sgg.data.datasets.vg150.VG150Dataset` with SGB's rules:
+  ``sgg.data.catalog``) as the dataset class its format is registered under in
+  ``sgg.data.datasets.DATASET_FORMAT_REGISTRY`` (``vg150``: :class:`~sgg.data.datasets.vg150.VG150Dataset`),
+  with SGB's rules:
   every split keeps images with >= 1 relation; the train split drops duplicate (subject, object)
   predicates (one drawn per epoch) and, for SGDet with ``MODEL.ROI_RELATION_HEAD.REQUIRE_BOX_OVERLAP``
   (relation training only), relations between non-overlapping boxes; val/test keep every row.
@@ -38,26 +40,24 @@ logger = logging.getLogger(__name__)
 
 
 def build_dataset(cfg, name: str, is_train: bool, mode: Optional[str] = None):
-    """The VG150-format dataset ``name`` (e.g. ``VG_stanford_filtered_with_attribute_train``,
-    ``synthvg_tiny_test``) with SGB's filters (module docstring).
+    """The dataset ``name`` (e.g. ``VG_stanford_filtered_with_attribute_train``,
+    ``synthvg_tiny_test``) with SGB's filters (module docstring), built by the class registered
+    for its format (``DatasetFiles.format``; an unknown format lists the known ones).
 
     ``is_train`` turns on the train-only filters (they also need a ``*_train`` name); ``mode``
     defaults to the config's protocol. Depth files are attached when ``INPUT.LOAD_DEPTH`` is on.
     """
-    from .datasets.vg150 import VG150Dataset
+    from .datasets import DATASET_FORMAT_REGISTRY
 
     files = get_dataset_files(name, cfg.DATASETS.DATA_DIR)
+    dataset_cls = DATASET_FORMAT_REGISTRY.get(files.format)
     mode = mode or protocol_from_config(cfg)
     train_split = is_train and files.split == "train"
     rh = cfg.MODEL.ROI_RELATION_HEAD
     filter_non_overlap = bool(train_split and cfg.MODEL.RELATION_ON and mode == "sgdet" and rh.REQUIRE_BOX_OVERLAP)
     load_depth = bool(cfg.INPUT.get("LOAD_DEPTH", False))
-    dataset = VG150Dataset(
-        roidb_file=files.roidb_file,
-        dict_file=files.dict_file,
-        image_file=files.image_file,
-        img_dir=files.img_dir,
-        split=files.split,
+    dataset = dataset_cls.from_files(
+        files,
         num_val_im=cfg.DATASETS.NUM_VAL_IMAGES,
         filter_empty_rels=True,
         filter_non_overlap=filter_non_overlap,

@@ -4,6 +4,10 @@ Names are SGB's for Visual Genome (``VG_stanford_filtered_with_attribute_{train,
 ``DATA_DIR/vg``; ``VG_stanford_filtered_{split}`` for the older ``VG-SGG.h5`` release), and
 ``<folder>_<split>`` for any folder under ``DATA_DIR`` that holds VG150-format files, such as the
 SynthVG datasets ``synthvg_tiny_train`` -> ``DATA_DIR/synthvg_tiny``.
+
+Every name resolves to a :class:`DatasetFiles` that also says the dataset's format (the key of
+``sgg.data.datasets.DATASET_FORMAT_REGISTRY``); today every dataset is in the ``vg150`` format,
+whose file names come from :mod:`sgg.data.datasets.vg150_files`.
 """
 from __future__ import annotations
 
@@ -11,13 +15,12 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from .datasets import vg150_files
+
 SPLITS = ("train", "val", "test")
 
 # (h5, dicts json) of the two VG150 releases, newest first.
-VG_LAYOUTS = (
-    ("VG-SGG-with-attri.h5", "VG-SGG-dicts-with-attri.json"),
-    ("VG-SGG.h5", "VG-SGG-dicts.json"),
-)
+VG_LAYOUTS = vg150_files.LAYOUTS
 
 _SGB_NAMES = {
     "VG_stanford_filtered_with_attribute": ("vg", VG_LAYOUTS[0]),
@@ -27,7 +30,7 @@ _SGB_NAMES = {
 
 @dataclass(frozen=True)
 class DatasetFiles:
-    """Where one dataset split lives on disk."""
+    """Where one dataset split lives on disk, and in which format (``DATASET_FORMAT_REGISTRY`` name)."""
 
     name: str
     split: str
@@ -38,6 +41,7 @@ class DatasetFiles:
     img_dir: str
     depth_dir: str
     zeroshot_file: str
+    format: str = vg150_files.FORMAT
 
 
 def resolve_data_dir(data_dir: str) -> str:
@@ -62,7 +66,8 @@ def train_split_of(name: str) -> str:
 
 
 def get_dataset_files(name: str, data_dir: str = "") -> DatasetFiles:
-    """Resolve a dataset name of DATASETS.TRAIN/VAL/TEST to its files (existence not checked here)."""
+    """Resolve a dataset name of DATASETS.TRAIN/VAL/TEST to its files and format (existence of the
+    files not checked here)."""
     data_dir = resolve_data_dir(data_dir)
     base, split = split_name(name)
     if base in _SGB_NAMES:
@@ -87,10 +92,11 @@ def get_dataset_files(name: str, data_dir: str = "") -> DatasetFiles:
         root=root,
         roidb_file=os.path.join(root, h5),
         dict_file=os.path.join(root, dicts),
-        image_file=os.path.join(root, "image_data.json"),
-        img_dir=os.path.join(root, "VG_100K"),
-        depth_dir=os.path.join(root, "depth"),
-        zeroshot_file=os.path.join(root, "zeroshot_triplet.pytorch"),
+        image_file=os.path.join(root, vg150_files.IMAGE_DATA_FILE),
+        img_dir=os.path.join(root, vg150_files.IMAGE_DIR),
+        depth_dir=os.path.join(root, vg150_files.DEPTH_DIR),
+        zeroshot_file=os.path.join(root, vg150_files.ZEROSHOT_FILE),
+        format=vg150_files.FORMAT,
     )
 
 

@@ -47,23 +47,19 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .datasets.vg150 import (
-    BOX_SCALE,
-    CORRUPTED_IMAGE_IDS,
-    _decode_boxes,
-    _imread,
-    load_depth,
-    load_image_filenames,
-    load_info,
-)
+from .datasets import vg150_files
+from .datasets.vg150 import imread, load_depth, load_image_filenames, load_info
+from .datasets.vg150_files import (ATTRIBUTES, BOX_SCALE, BOXES, CORRUPTED_IMAGE_IDS, IDX_TO_LABEL, IDX_TO_PREDICATE,
+                                   IMAGE_DATA_KEYS, IMG_TO_FIRST_BOX, IMG_TO_FIRST_REL, IMG_TO_LAST_BOX,
+                                   IMG_TO_LAST_REL, LABEL_TO_IDX, LABELS, PREDICATE_TO_IDX, PREDICATES,
+                                   RELATIONSHIPS, SPLIT, SPLIT_TEST, SPLIT_TRAIN)
 
 __all__ = ["Problem", "ValidationReport", "validate_dataset", "SPLITS", "REQUIRED_H5"]
 
 SPLITS = ("train", "val", "test")
 #: h5 datasets the loader reads (``attributes`` and ``boxes_512`` are optional)
-REQUIRED_H5 = ("split", "img_to_first_box", "img_to_last_box", "img_to_first_rel", "img_to_last_rel",
-               "labels", f"boxes_{BOX_SCALE}", "relationships", "predicates")
-_PER_IMAGE = REQUIRED_H5[:5]
+REQUIRED_H5 = vg150_files.REQUIRED_KEYS
+_PER_IMAGE = vg150_files.PER_IMAGE_KEYS
 
 _FIX_REGEN = "regenerate the h5 (SGB's preprocessing, or tools/make_synthetic_vg.py for SynthVG)"
 _FIX_PAIR = "regenerate the h5 or use the dicts file that matches it"
@@ -240,8 +236,8 @@ def _split_selection(split_arr: np.ndarray, first_box: np.ndarray, first_rel: np
     ``filter_empty_rels=True`` and no overlap filter (what :func:`sgg.data.build.build_dataset`
     asks for)."""
     base = (first_box >= 0) & (first_rel >= 0)
-    train = np.flatnonzero((split_arr == 0) & base)
-    test = np.flatnonzero((split_arr == 2) & base)
+    train = np.flatnonzero((split_arr == SPLIT_TRAIN) & base)
+    test = np.flatnonzero((split_arr == SPLIT_TEST) & base)
     if num_val_im > 0:
         return {"train": train[num_val_im:], "val": train[:num_val_im], "test": test}
     return {"train": train, "val": train[:0], "test": test}
@@ -269,10 +265,9 @@ def _check_dicts(report: ValidationReport, dict_file: str) -> Tuple[Optional[Lis
         report.add("error", "dicts json", dict_file, "", f"the loader cannot read it ({e})",
                    "use SGB's VG-SGG-dicts(-with-attri).json (label_to_idx / predicate_to_idx numbered 1..N)")
         return None, None
-    with open(dict_file) as f:
-        info = json.load(f)
-    for idx_key, name_key, names in (("idx_to_label", "label_to_idx", classes),
-                                     ("idx_to_predicate", "predicate_to_idx", predicates)):
+    info = vg150_files.read_dicts(dict_file)
+    for idx_key, name_key, names in ((IDX_TO_LABEL, LABEL_TO_IDX, classes),
+                                     (IDX_TO_PREDICATE, PREDICATE_TO_IDX, predicates)):
         if idx_key not in info:
             report.add("warning", "dicts json", dict_file, f"'{idx_key}'",
                        f"is missing (the loader uses '{name_key}' only)",
@@ -305,23 +300,19 @@ def _check_dicts(report: ValidationReport, dict_file: str) -> Tuple[Optional[Lis
 
 
 def _read_h5(report: ValidationReport, roidb_file: str) -> Optional[_H5]:
-    import h5py
-
     if not os.path.isfile(roidb_file):
         report.add("error", "missing file", roidb_file, "", "the h5 does not exist", _FIX_DATA_DIR)
         return None
     h = _H5()
     try:
-        with h5py.File(roidb_file, "r") as f:
-            missing = [k for k in REQUIRED_H5 if k not in f]
-            for k in missing:
+        shapes = vg150_files.h5_shapes(roidb_file)
+        for k in REQUIRED_H5:
+            if k not in shapes:
                 report.add("error", "h5 dataset missing", roidb_file, f"'{k}'",
                            "is missing (not an SGB VG-SGG h5)", _FIX_REGEN)
-            for k in REQUIRED_H5:
-                if k in f:
-                    h.arrays[k] = f[k][()]
-            if "attributes" in f:
-                h.arrays["attributes_shape"] = np.asarray(f["attributes"].shape)
+        h.arrays.update(vg150_files.read_h5(roidb_file, [k for k in REQUIRED_H5 if k in shapes], optional=()))
+        if ATTRIBUTES in shapes:  # only its shape is checked: the loader never needs more
+            h.arrays["attributes_shape"] = np.asarray(shapes[ATTRIBUTES])
     except OSError as e:
         report.add("error", "h5 unreadable", roidb_file, "", f"cannot be opened ({e})",
                    "re-download or regenerate the file")
@@ -339,7 +330,7 @@ def _read_h5(report: ValidationReport, roidb_file: str) -> Optional[_H5]:
         for k in _PER_IMAGE:
             a.pop(k, None)
     h.n_rows = next(iter(lens.values())) if lens and len(set(lens.values())) == 1 else 0
-    for k in ("labels", "predicates"):  # the loader reads column 0 of an (n, 1) dataset
+    for k in (LABELS, PREDICATES):  # the loader reads column 0 of an (n, 1) dataset
         if k in a:
             arr = a[k]
             if arr.ndim == 2 and arr.shape[1] >= 1:
@@ -348,27 +339,27 @@ def _read_h5(report: ValidationReport, roidb_file: str) -> Optional[_H5]:
                 report.add("error", "h5 shape", roidb_file, f"'{k}'", f"has shape {arr.shape}, expected (n, 1)",
                            _FIX_REGEN)
                 a.pop(k)
-    bkey = f"boxes_{BOX_SCALE}"
+    bkey = BOXES
     if bkey in a and (a[bkey].ndim != 2 or a[bkey].shape[1] != 4):
         report.add("error", "h5 shape", roidb_file, f"'{bkey}'", f"has shape {a[bkey].shape}, expected (O, 4)",
                    _FIX_REGEN)
         a.pop(bkey)
-    if "relationships" in a and (a["relationships"].ndim != 2 or a["relationships"].shape[1] != 2):
+    if RELATIONSHIPS in a and (a[RELATIONSHIPS].ndim != 2 or a[RELATIONSHIPS].shape[1] != 2):
         report.add("error", "h5 shape", roidb_file, "'relationships'",
                    f"has shape {a['relationships'].shape}, expected (R, 2)", _FIX_REGEN)
-        a.pop("relationships")
-    if "labels" in a and bkey in a and a["labels"].shape[0] != a[bkey].shape[0]:
+        a.pop(RELATIONSHIPS)
+    if LABELS in a and bkey in a and a[LABELS].shape[0] != a[bkey].shape[0]:
         report.add("error", "h5 shape", roidb_file, "'labels'",
                    f"has {a['labels'].shape[0]} rows but '{bkey}' has {a[bkey].shape[0]}", _FIX_REGEN)
         a.pop(bkey)  # the box checks would index past one of the two
-    if "relationships" in a and "predicates" in a and a["relationships"].shape[0] != a["predicates"].shape[0]:
+    if RELATIONSHIPS in a and PREDICATES in a and a[RELATIONSHIPS].shape[0] != a[PREDICATES].shape[0]:
         report.add("error", "h5 shape", roidb_file, "'predicates'",
                    f"has {a['predicates'].shape[0]} rows but 'relationships' has {a['relationships'].shape[0]}",
                    _FIX_REGEN)
-        a.pop("predicates")
-    if "attributes_shape" in a and "labels" in a:
+        a.pop(PREDICATES)
+    if "attributes_shape" in a and LABELS in a:
         shp = tuple(int(v) for v in a.pop("attributes_shape"))
-        if len(shp) != 2 or shp[0] != a["labels"].shape[0]:
+        if len(shp) != 2 or shp[0] != a[LABELS].shape[0]:
             report.add("error", "h5 shape", roidb_file, "'attributes'",
                        f"has shape {shp}, expected ({a['labels'].shape[0]}, 10)", _FIX_REGEN)
     a.pop("attributes_shape", None)
@@ -422,14 +413,14 @@ def _check_h5_content(report: ValidationReport, files: Dict[str, str], h: _H5, c
     dicts = files["dict_file"]
     a = h.arrays
     out: Dict[str, np.ndarray] = {}
-    bkey = f"boxes_{BOX_SCALE}"
-    n_obj = a["labels"].shape[0] if "labels" in a else (a[bkey].shape[0] if bkey in a else 0)
-    n_rel = a["relationships"].shape[0] if "relationships" in a else 0
+    bkey = BOXES
+    n_obj = a[LABELS].shape[0] if LABELS in a else (a[bkey].shape[0] if bkey in a else 0)
+    n_rel = a[RELATIONSHIPS].shape[0] if RELATIONSHIPS in a else 0
 
     # split values
-    if "split" in a:
-        sp = a["split"]
-        rows = np.flatnonzero(~np.isin(sp, (0, 1, 2)))
+    if SPLIT in a:
+        sp = a[SPLIT]
+        rows = np.flatnonzero(~np.isin(sp, (SPLIT_TRAIN, 1, SPLIT_TEST)))
         for r in rows[:cap]:
             report.add("error", "split value", roidb, f"split[{r}]", f"= {sp[r]} is not 0 (train) or 2 (test)",
                        _FIX_REGEN)
@@ -441,14 +432,14 @@ def _check_h5_content(report: ValidationReport, files: Dict[str, str], h: _H5, c
                        f"first DATASETS.NUM_VAL_IMAGES train images)", "set them to 0 or 2 if they should be used")
 
     # index ranges
-    if "img_to_first_box" in a and "img_to_last_box" in a:
-        out["valid_box"] = _check_ranges(report, roidb, a, "box index range", "img_to_first_box", "img_to_last_box",
+    if IMG_TO_FIRST_BOX in a and IMG_TO_LAST_BOX in a:
+        out["valid_box"] = _check_ranges(report, roidb, a, "box index range", IMG_TO_FIRST_BOX, IMG_TO_LAST_BOX,
                                          n_obj, "boxes", cap)
-    if "img_to_first_rel" in a and "img_to_last_rel" in a:
-        out["valid_rel"] = _check_ranges(report, roidb, a, "relation index range", "img_to_first_rel",
-                                         "img_to_last_rel", n_rel, "relations", cap)
+    if IMG_TO_FIRST_REL in a and IMG_TO_LAST_REL in a:
+        out["valid_rel"] = _check_ranges(report, roidb, a, "relation index range", IMG_TO_FIRST_REL,
+                                         IMG_TO_LAST_REL, n_rel, "relations", cap)
     if "valid_box" in out and "valid_rel" in out:
-        no_box = (a["img_to_first_box"] == -1) & (a["img_to_last_box"] == -1)
+        no_box = (a[IMG_TO_FIRST_BOX] == -1) & (a[IMG_TO_LAST_BOX] == -1)
         rows = np.flatnonzero(out["valid_rel"] & no_box)  # a broken box range is reported above
         for r in rows[:cap]:
             report.add("error", "relation index range", roidb, f"image row {r}",
@@ -457,8 +448,8 @@ def _check_h5_content(report: ValidationReport, files: Dict[str, str], h: _H5, c
         out["valid_rel"] &= out["valid_box"]
 
     # labels / predicates
-    for key, names, noun, zero in (("labels", classes, "classes", "background"),
-                                   ("predicates", predicates, "predicates", "'no relation'")):
+    for key, names, noun, zero in ((LABELS, classes, "classes", "background"),
+                                   (PREDICATES, predicates, "predicates", "'no relation'")):
         if names is None or key not in a:
             continue
         n, ids = len(names) - 1, a[key]
@@ -500,19 +491,20 @@ def _check_h5_content(report: ValidationReport, files: Dict[str, str], h: _H5, c
         ok = finite & ~neg & ~nonpos
         decoded = np.zeros(boxes.shape, np.float64)
         if ok.any():
-            decoded[ok] = _decode_boxes(boxes[ok].copy(), roidb)  # the loader's own decode (int truncation)
+            # the loader's own decode (int truncation)
+            decoded[ok] = vg150_files.decode_boxes_inplace(boxes[ok].copy(), roidb)
         out["decoded"] = decoded
         out["box_ok"] = ok
 
     # relations inside their own image's boxes
-    if "relationships" in a and "valid_rel" in out and "img_to_first_box" in a:
-        fb = a["img_to_first_box"].astype(np.int64)
-        lb = a["img_to_last_box"].astype(np.int64)
-        fr = a["img_to_first_rel"].astype(np.int64)
-        lr = a["img_to_last_rel"].astype(np.int64)
+    if RELATIONSHIPS in a and "valid_rel" in out and IMG_TO_FIRST_BOX in a:
+        fb = a[IMG_TO_FIRST_BOX].astype(np.int64)
+        lb = a[IMG_TO_LAST_BOX].astype(np.int64)
+        fr = a[IMG_TO_FIRST_REL].astype(np.int64)
+        lr = a[IMG_TO_LAST_REL].astype(np.int64)
         rows_img = np.flatnonzero(out["valid_rel"])
         owner, rel_rows = _ranges(fr, lr, rows_img)
-        rel = a["relationships"][rel_rows].astype(np.int64)
+        rel = a[RELATIONSHIPS][rel_rows].astype(np.int64)
         bad = ((rel < fb[owner][:, None]) | (rel > lb[owner][:, None])).any(1)
         for k in np.flatnonzero(bad)[:cap]:
             r, img = int(rel_rows[k]), int(owner[k])
@@ -547,7 +539,7 @@ def _check_image_data(report: ValidationReport, files: Dict[str, str], n_rows: i
         return None, None
     broken = False
     for k, img in enumerate(data):
-        miss = [key for key in ("image_id", "width", "height") if not isinstance(img, dict) or key not in img]
+        miss = [key for key in IMAGE_DATA_KEYS if not isinstance(img, dict) or key not in img]
         if miss:
             report.add("error", "image_data.json entry", image_file, f"entry {k}", f"has no {miss}",
                        "every entry needs image_id, width and height")
@@ -595,7 +587,7 @@ def _check_boxes_in_images(report: ValidationReport, roidb: str, a: Dict[str, np
     if "decoded" not in derived or "valid_box" not in derived:
         return
     rows = np.flatnonzero(derived["valid_box"])
-    owner, obj = _ranges(a["img_to_first_box"].astype(np.int64), a["img_to_last_box"].astype(np.int64), rows)
+    owner, obj = _ranges(a[IMG_TO_FIRST_BOX].astype(np.int64), a[IMG_TO_LAST_BOX].astype(np.int64), rows)
     keep = derived["box_ok"][obj]
     owner, obj = owner[keep], obj[keep]
     W = np.array([int(i["width"]) for i in info], np.float64)
@@ -607,7 +599,7 @@ def _check_boxes_in_images(report: ValidationReport, roidb: str, a: Dict[str, np
     outside = (b[:, 0] >= w - 1) | (b[:, 1] >= h - 1) | (b[:, 2] <= 0) | (b[:, 3] <= 0)
     tol = np.maximum(2.0, 0.01 * np.maximum(w, h))  # rounding in the 1024 frame moves a border a few px
     sticks = ~outside & ((b[:, 0] < -tol) | (b[:, 1] < -tol) | (b[:, 2] > w + tol) | (b[:, 3] > h + tol))
-    bkey = f"boxes_{BOX_SCALE}"
+    bkey = BOXES
     for k in np.flatnonzero(outside)[:cap]:
         img = int(owner[k])
         report.add("error", "box outside its image", roidb, f"{bkey}[{int(obj[k])}] (image {info[img]['image_id']}, "
@@ -630,7 +622,7 @@ def _check_one_image(path: str, expect_hw: Tuple[int, int]) -> Optional[Tuple[st
     import cv2
 
     try:
-        img = _imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)  # the loader's reader
+        img = imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)  # the loader's reader
     except FileNotFoundError:
         return "image missing", "does not exist"
     except ValueError:
@@ -651,7 +643,7 @@ def _check_one_depth(path_png: str, path_npy: str, expect_hw: Tuple[int, int]
     want = f"{expect_hw[1]}x{expect_hw[0]}"
     if os.path.isfile(path_png):
         try:
-            d = _imread(path_png, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+            d = imread(path_png, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
         except ValueError:
             return "error", "depth unreadable", path_png, f"cannot be decoded ({os.path.getsize(path_png)} bytes)"
         if d.ndim == 3:
@@ -763,28 +755,28 @@ def validate_dataset(files: Any, check_images: bool = True, depth_dir: Optional[
 
     # summary: what the loader loads per split
     sel = None
-    if all(k in a for k in ("split", "img_to_first_box", "img_to_first_rel")) and "valid_box" in derived \
+    if all(k in a for k in (SPLIT, IMG_TO_FIRST_BOX, IMG_TO_FIRST_REL)) and "valid_box" in derived \
             and "valid_rel" in derived:
-        fb = np.where(derived["valid_box"], a["img_to_first_box"], -1)
-        fr = np.where(derived["valid_rel"], a["img_to_first_rel"], -1)
-        sel = _split_selection(a["split"], fb, fr, int(num_val_im))
-        n_box = np.where(derived["valid_box"], a["img_to_last_box"].astype(np.int64) - fb + 1, 0)
-        n_rel = np.where(derived["valid_rel"], a["img_to_last_rel"].astype(np.int64) - fr + 1, 0)
+        fb = np.where(derived["valid_box"], a[IMG_TO_FIRST_BOX], -1)
+        fr = np.where(derived["valid_rel"], a[IMG_TO_FIRST_REL], -1)
+        sel = _split_selection(a[SPLIT], fb, fr, int(num_val_im))
+        n_box = np.where(derived["valid_box"], a[IMG_TO_LAST_BOX].astype(np.int64) - fb + 1, 0)
+        n_rel = np.where(derived["valid_rel"], a[IMG_TO_LAST_REL].astype(np.int64) - fr + 1, 0)
         report.summary["num_val_im"] = int(num_val_im)
         report.summary["splits"] = {s: {"images": int(rows.size), "boxes": int(n_box[rows].sum()),
                                         "relations": int(n_rel[rows].sum())} for s, rows in sel.items()}
-        used = (a["split"] == 0) | (a["split"] == 2)
+        used = (a[SPLIT] == SPLIT_TRAIN) | (a[SPLIT] == SPLIT_TEST)
         no_rel = np.flatnonzero(used & derived["valid_box"] & ~derived["valid_rel"])
         no_box = np.flatnonzero(used & ~derived["valid_box"])
         report.summary["images_without_relations"] = int(no_rel.size)
         report.summary["images_without_boxes"] = int(no_box.size)
         loaded = np.concatenate(list(sel.values()))
-        for key, names, values, kind in (("class_counts", classes, "labels", "box"),
-                                         ("predicate_counts", predicates, "predicates", "rel")):
+        for key, names, values, first, last in (("class_counts", classes, LABELS, IMG_TO_FIRST_BOX, IMG_TO_LAST_BOX),
+                                                ("predicate_counts", predicates, PREDICATES, IMG_TO_FIRST_REL,
+                                                 IMG_TO_LAST_REL)):
             if names is None or values not in a:
                 continue
-            _, rows = _ranges(a[f"img_to_first_{kind}"].astype(np.int64),
-                              a[f"img_to_last_{kind}"].astype(np.int64), loaded)
+            _, rows = _ranges(a[first].astype(np.int64), a[last].astype(np.int64), loaded)
             ids = a[values][rows]
             cnt = np.bincount(ids[(ids >= 1) & (ids < len(names))], minlength=len(names))
             order = np.argsort(-cnt[1:], kind="stable") + 1

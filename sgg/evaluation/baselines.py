@@ -77,7 +77,7 @@ def frequency_prior_on_records(records, pred_dist: np.ndarray, mode: str, ks=Non
 
 def geometric_rule_prediction(groundtruth: dict, depth_map_m: np.ndarray, synth_cfg) -> dict:
     """PredCls prediction of SynthVG's rule for one image; ``depth_map_m`` in metres."""
-    from ..data.synthetic import rule_predictions
+    from ..data.synthvg import rule_predictions
 
     labels = np.asarray(groundtruth["labels"], np.int64)
     pairs, rel_scores = rule_predictions(groundtruth["boxes"], labels, depth_map_m, synth_cfg,
@@ -108,12 +108,12 @@ def run_baselines(cfg, names: Sequence[str] = BASELINES, split_name: Optional[st
                                    num_val_im=cfg.DATASETS.NUM_VAL_IMAGES)
     synth_cfg = None
     if "geometric_rule" in names:
-        from ..data import synthetic
+        from ..data import synthvg
 
         if not os.path.isfile(os.path.join(files.root, "synthvg_config.json")):
             raise FileNotFoundError(f"geometric_rule needs a SynthVG dataset: {files.root} has no "
                                     "synthvg_config.json (drop it with --baselines frequency_prior)")
-        synth_cfg = synthetic.load_config(files.root)
+        synth_cfg = synthvg.load_config(files.root)
     dataset = VG150Dataset(files.roidb_file, files.dict_file, files.image_file, files.img_dir,
                            files.split, num_val_im=cfg.DATASETS.NUM_VAL_IMAGES,
                            depth_dir=files.depth_dir if synth_cfg is not None else None)

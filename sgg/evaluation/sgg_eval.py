@@ -40,6 +40,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from sgg.protocol import MODES, check_mode
+from sgg.structures.iou import box_iou_plus1  # lives with the other box helpers; re-exported here
 
 logger = logging.getLogger(__name__)
 
@@ -78,27 +79,6 @@ def check_ks(ks: Sequence[int]) -> Tuple[int, ...]:
 def ng_topk_for(ks: Sequence[int]) -> int:
     """Number of (pair, predicate) entries kept for the no-graph-constraint metrics."""
     return max(NG_TOPK, max(ks))
-
-
-def box_iou_plus1(boxes1: Any, boxes2: Any) -> np.ndarray:
-    """IoU matrix ``[N1, N2]`` (float32) with maskrcnn_benchmark's "+1 pixel" convention.
-
-    Same operations, order and dtype as ``boxlist_iou`` (which SGB's ``bbox_overlaps`` calls on
-    float32 ``BoxList``s): ``wh = (min(x2,y2) - max(x1,y1) + 1).clip(0)``, ``inter = w * h``,
-    ``area = (x2 - x1 + 1) * (y2 - y1 + 1)``, ``iou = inter / (area1 + area2 - inter)``.
-    Degenerate boxes of area 0 give NaN (never >= a threshold), as in the reference.
-    """
-    b1 = np.asarray(boxes1, dtype=np.float32).reshape(-1, 4)
-    b2 = np.asarray(boxes2, dtype=np.float32).reshape(-1, 4)
-    one, zero = np.float32(1), np.float32(0)
-    area1 = (b1[:, 2] - b1[:, 0] + one) * (b1[:, 3] - b1[:, 1] + one)
-    area2 = (b2[:, 2] - b2[:, 0] + one) * (b2[:, 3] - b2[:, 1] + one)
-    lt = np.maximum(b1[:, None, :2], b2[None, :, :2])
-    rb = np.minimum(b1[:, None, 2:], b2[None, :, 2:])
-    wh = np.maximum(rb - lt + one, zero)
-    inter = wh[..., 0] * wh[..., 1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return inter / (area1[:, None] + area2[None, :] - inter)
 
 
 def stable_topk_desc(values: np.ndarray, k: int) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sgg.data.synthetic import (
+from sgg.data.synthvg import (
     CORRUPTED_VG_IDS,
     GEOMETRIES,
     PROFILES,

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from sgg.config import load_config
-from sgg.data.synthetic import generate_synthvg
+from sgg.data.synthvg import generate_synthvg
 from sgg.evaluation.baselines import (all_ordered_pairs, frequency_prior_prediction,
                                       order_by_triplet_score, run_baselines)
 
@@ -58,7 +58,7 @@ def test_rule_beats_frequency_prior_on_synthvg(tiny_root, tmp_path):
 
 
 def test_rule_baseline_needs_synthvg(tmp_path):
-    from sgg.data.synthetic import generate_synthvg as gen
+    from sgg.data.synthvg import generate_synthvg as gen
     gen(str(tmp_path / "d" / "plain"), profile="tiny", seed=1, num_images=20)
     (tmp_path / "d" / "plain" / "synthvg_config.json").unlink()
     cfg = load_config(opts=["DATASETS.DATA_DIR", str(tmp_path / "d"), "DATASETS.TEST", "plain_test",

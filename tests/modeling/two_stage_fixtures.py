@@ -15,7 +15,7 @@ PROTOCOLS = ("predcls", "sgcls", "sgdet")
 
 def make_synthvg(root: str, num_images: int = 24, seed: int = 0, **overrides) -> str:
     """``root/synthvg_tiny`` (the catalog maps ``synthvg_tiny_{train,val,test}`` to it); returns root."""
-    from sgg.data.synthetic import generate_synthvg
+    from sgg.data.synthvg import generate_synthvg
 
     generate_synthvg(os.path.join(str(root), DATASET), profile="tiny", seed=seed, num_images=num_images,
                      **overrides)

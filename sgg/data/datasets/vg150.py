@@ -4,7 +4,9 @@ Files (see ``specs/data.md``): ``VG-SGG-with-attri.h5`` (or the older ``VG-SGG.h
 ``attributes`` dataset), ``VG-SGG-dicts-with-attri.json`` (or ``VG-SGG-dicts.json``),
 ``image_data.json`` and one image folder ``VG_100K/{image_id}.jpg``.
 
-This module is the only place that knows the h5 layout. It reproduces SGB's ``load_info``,
+The file layout itself (names, h5 datasets, box encoding, raw reads) is
+:mod:`sgg.data.datasets.vg150_files`; this module applies SGB's loading rules on top of it. It
+reproduces SGB's ``load_info``,
 ``load_graphs``, ``load_image_filenames`` and ``get_groundtruth(evaluation=True)`` exactly, with
 SGB's silent failure modes turned into clear errors:
 
@@ -19,13 +21,17 @@ images (``num_val_im=5000``, ``filter_empty_rels=True``, no overlap filter).
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
-import h5py
 import numpy as np
+
+from sgg.structures.iou import pairwise_iou_plus1
+
+from . import vg150_files
+from .registry import DATASET_FORMAT_REGISTRY
+from .vg150_files import BOX_SCALE, CORRUPTED_IMAGE_IDS
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +46,8 @@ __all__ = [
     "load_depth",
     "load_zeroshot_triplets",
     "compute_zeroshot_triplets",
-    "pairwise_iou_plus1",
+    "imread",
 ]
-
-#: Boxes in the h5 are stored in a frame whose longer side is this many pixels (``boxes_1024``).
-BOX_SCALE = 1024
-#: VG image ids that SGB drops from ``image_data.json`` (files known to be corrupt).
-CORRUPTED_IMAGE_IDS = frozenset({1592, 1722, 4616, 4617})
 
 _CFG_HINT = (
     "set DATASETS.DATA_DIR (or $SGG_DATA_DIR) to the folder holding the VG150 "
@@ -67,20 +68,6 @@ def _require_dir(path: str, what: str) -> None:
 # ----------------------------------------------------------------------------------------------
 # Dicts json
 # ----------------------------------------------------------------------------------------------
-def _sorted_names(name_to_idx: Dict[str, int], what: str, dict_file: str) -> List[str]:
-    """SGB ``load_info``: add ``__background__`` at 0 and sort names by their index."""
-    name_to_idx = dict(name_to_idx)
-    name_to_idx["__background__"] = 0
-    names = sorted(name_to_idx, key=lambda k: name_to_idx[k])
-    idx = [int(name_to_idx[n]) for n in names]
-    if idx != list(range(len(names))):
-        raise ValueError(
-            f"'{dict_file}': {what} indices must be contiguous 1..K (0 is '__background__'), "
-            f"got sorted indices {idx[:10]}{'...' if len(idx) > 10 else ''}"
-        )
-    return names
-
-
 def load_info(dict_file: str) -> Tuple[List[str], List[str], List[str]]:
     """Read the dicts json -> ``(ind_to_classes, ind_to_predicates, ind_to_attributes)``.
 
@@ -88,72 +75,28 @@ def load_info(dict_file: str) -> Tuple[List[str], List[str], List[str]]:
     ``load_info``. ``ind_to_attributes`` is ``[]`` when the json has no ``attribute_to_idx``
     (the older ``VG-SGG-dicts.json``).
     """
-    _require_file(dict_file, "dicts json (VG-SGG-dicts-with-attri.json)")
-    with open(dict_file, "r") as f:
-        info = json.load(f)
-    for key in ("label_to_idx", "predicate_to_idx"):
-        if key not in info:
-            raise ValueError(f"'{dict_file}' has no '{key}': not an SGB VG-SGG dicts json")
-    classes = _sorted_names(info["label_to_idx"], "label_to_idx", dict_file)
-    predicates = _sorted_names(info["predicate_to_idx"], "predicate_to_idx", dict_file)
-    if "attribute_to_idx" in info:
-        attributes = _sorted_names(info["attribute_to_idx"], "attribute_to_idx", dict_file)
-    else:
-        attributes = []
+    _require_file(dict_file, f"dicts json ({vg150_files.DICTS_FILE})")
+    info = vg150_files.read_dicts(dict_file)
+
+    def names(key: str) -> List[str]:
+        return vg150_files.index_names(info[key], key, dict_file)
+
+    classes = names(vg150_files.LABEL_TO_IDX)
+    predicates = names(vg150_files.PREDICATE_TO_IDX)
+    attributes = names(vg150_files.ATTRIBUTE_TO_IDX) if vg150_files.ATTRIBUTE_TO_IDX in info else []
     return classes, predicates, attributes
-
-
-# ----------------------------------------------------------------------------------------------
-# Boxes / IoU
-# ----------------------------------------------------------------------------------------------
-def pairwise_iou_plus1(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of xyxy boxes ``a[N,4]`` vs ``b[N,4]`` row by row, in the ``+1`` pixel convention.
-
-    float32 like SGB's ``boxlist_iou`` (inter ``(min x2 - max x1 + 1).clamp(0) * ...``, area
-    ``(x2 - x1 + 1) * (y2 - y1 + 1)``). Returns ``float32[N]``.
-    """
-    a = np.asarray(a, dtype=np.float32)
-    b = np.asarray(b, dtype=np.float32)
-    lt = np.maximum(a[:, :2], b[:, :2])
-    rb = np.minimum(a[:, 2:], b[:, 2:])
-    wh = np.clip(rb - lt + 1, 0, None)
-    inter = wh[:, 0] * wh[:, 1]
-    area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
-    area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (inter / (area_a + area_b - inter)).astype(np.float32)
-
-
-def _decode_boxes(all_boxes: np.ndarray, roidb_file: str) -> np.ndarray:
-    """``[cx, cy, w, h]`` -> xyxy in place on the stored (int32) array, exactly as SGB.
-
-    ``x1 = cx - w / 2`` is computed in float and assigned back into the integer array, i.e.
-    truncated toward zero (``cx=10, w=5 -> x1 = int(7.5) = 7``), then ``x2 = x1 + w``.
-    """
-    if all_boxes.ndim != 2 or all_boxes.shape[1] != 4:
-        raise ValueError(f"'{roidb_file}': boxes_{BOX_SCALE} must have shape (O, 4), got {all_boxes.shape}")
-    bad = np.flatnonzero((all_boxes[:, :2] < 0).any(1))
-    if bad.size:
-        r = int(bad[0])
-        raise ValueError(
-            f"'{roidb_file}': boxes_{BOX_SCALE} row {r} has a negative centre {all_boxes[r].tolist()} "
-            f"([cx, cy, w, h]); {bad.size} bad row(s) in all. The h5 is corrupt or not in SGB format."
-        )
-    bad = np.flatnonzero((all_boxes[:, 2:] <= 0).any(1))
-    if bad.size:
-        r = int(bad[0])
-        raise ValueError(
-            f"'{roidb_file}': boxes_{BOX_SCALE} row {r} has a non-positive size {all_boxes[r].tolist()} "
-            f"([cx, cy, w, h]); {bad.size} empty box(es) in all. The h5 is corrupt or not in SGB format."
-        )
-    all_boxes[:, :2] = all_boxes[:, :2] - all_boxes[:, 2:] / 2
-    all_boxes[:, 2:] = all_boxes[:, :2] + all_boxes[:, 2:]
-    return all_boxes
 
 
 # ----------------------------------------------------------------------------------------------
 # h5 graphs
 # ----------------------------------------------------------------------------------------------
+def _first_column(arr: np.ndarray, key: str, roidb_file: str) -> np.ndarray:
+    """Column 0 of an (n, k) dataset (SGB reads ``labels`` / ``predicates`` as ``[:, 0]``)."""
+    if arr.ndim != 2 or arr.shape[1] < 1:
+        raise ValueError(f"'{roidb_file}': {key} has shape {arr.shape}, expected (n, 1)")
+    return arr[:, 0]
+
+
 def load_graphs(
     roidb_file: str,
     split: str,
@@ -174,25 +117,20 @@ def load_graphs(
         raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
     if filter_non_overlap and split != "train":
         raise ValueError("filter_non_overlap applies to the train split only (as SGB)")
-    _require_file(roidb_file, "h5 (VG-SGG-with-attri.h5)")
-    with h5py.File(roidb_file, "r") as h5:
-        needed = ["split", "img_to_first_box", "img_to_last_box", "img_to_first_rel",
-                  "img_to_last_rel", "labels", f"boxes_{BOX_SCALE}", "relationships", "predicates"]
-        missing = [k for k in needed if k not in h5]
-        if missing:
-            raise ValueError(f"'{roidb_file}' lacks dataset(s) {missing}: not an SGB VG-SGG h5")
-        data_split = h5["split"][:]
-        first_box_all = h5["img_to_first_box"][:]
-        last_box_all = h5["img_to_last_box"][:]
-        first_rel_all = h5["img_to_first_rel"][:]
-        last_rel_all = h5["img_to_last_rel"][:]
-        all_labels = h5["labels"][:, 0]
-        all_attributes = h5["attributes"][:, :] if "attributes" in h5 else None
-        all_boxes = h5[f"boxes_{BOX_SCALE}"][:]
-        all_rels = h5["relationships"][:]
-        all_preds = h5["predicates"][:, 0]
+    _require_file(roidb_file, f"h5 ({vg150_files.H5_FILE})")
+    h5 = vg150_files.read_h5(roidb_file)
+    data_split = h5[vg150_files.SPLIT]
+    first_box_all = h5[vg150_files.IMG_TO_FIRST_BOX]
+    last_box_all = h5[vg150_files.IMG_TO_LAST_BOX]
+    first_rel_all = h5[vg150_files.IMG_TO_FIRST_REL]
+    last_rel_all = h5[vg150_files.IMG_TO_LAST_REL]
+    all_labels = _first_column(h5[vg150_files.LABELS], vg150_files.LABELS, roidb_file)
+    all_attributes = h5.get(vg150_files.ATTRIBUTES)
+    all_boxes = h5[vg150_files.BOXES]
+    all_rels = h5[vg150_files.RELATIONSHIPS]
+    all_preds = _first_column(h5[vg150_files.PREDICATES], vg150_files.PREDICATES, roidb_file)
 
-    split_flag = 2 if split == "test" else 0
+    split_flag = vg150_files.SPLIT_TEST if split == "test" else vg150_files.SPLIT_TRAIN
     split_mask = data_split == split_flag
     split_mask &= first_box_all >= 0
     if filter_empty_rels:
@@ -214,7 +152,7 @@ def load_graphs(
             f"'{roidb_file}': relationships has {all_rels.shape[0]} rows but predicates has "
             f"{all_preds.shape[0]}"
         )
-    all_boxes = _decode_boxes(all_boxes, roidb_file)
+    all_boxes = vg150_files.decode_boxes_inplace(all_boxes, roidb_file)
 
     fb = first_box_all[image_index].astype(np.int64)
     lb = last_box_all[image_index].astype(np.int64)
@@ -287,12 +225,8 @@ def load_image_filenames(img_dir: str, image_file: str, num_h5_rows: int, roidb_
     count (a clear error otherwise; SGB instead asserted 108,073 after skipping images missing on
     disk, which could silently mis-align the rows).
     """
-    _require_file(image_file, "image_data.json")
-    with open(image_file, "r") as f:
-        im_data = json.load(f)
-    if not isinstance(im_data, list):
-        raise ValueError(f"'{image_file}' must hold a JSON list of {{image_id, width, height}}")
-    info = [img for img in im_data if int(img["image_id"]) not in CORRUPTED_IMAGE_IDS]
+    _require_file(image_file, vg150_files.IMAGE_DATA_FILE)
+    info = vg150_files.usable_image_data(vg150_files.read_image_data(image_file))
     if len(info) != num_h5_rows:
         raise ValueError(
             f"'{image_file}' has {len(info)} usable images (after dropping the corrupt VG ids "
@@ -300,16 +234,17 @@ def load_image_filenames(img_dir: str, image_file: str, num_h5_rows: int, roidb_
             f"two files must come from the same release (rows are aligned one to one)."
         )
     for k, img in enumerate(info):
-        for key in ("image_id", "width", "height"):
+        for key in vg150_files.IMAGE_DATA_KEYS:
             if key not in img:
                 raise ValueError(f"'{image_file}' entry {k} has no '{key}'")
-    fns = [os.path.join(img_dir, f"{int(img['image_id'])}.jpg") for img in info]
+    fns = [os.path.join(img_dir, vg150_files.image_filename(img["image_id"])) for img in info]
     return fns, info
 
 
 # ----------------------------------------------------------------------------------------------
 # The dataset
 # ----------------------------------------------------------------------------------------------
+@DATASET_FORMAT_REGISTRY.register(name=vg150_files.FORMAT)
 class VG150Dataset:
     """VG150 (SGB h5 + json + images) as a list of plain dataset dicts.
 
@@ -371,9 +306,9 @@ class VG150Dataset:
         self.depth_dir = depth_dir
         self.rng = rng
 
-        _require_file(roidb_file, "h5 (VG-SGG-with-attri.h5)")
-        _require_file(image_file, "image_data.json")
-        _require_dir(img_dir, "image folder (VG_100K)")
+        _require_file(roidb_file, f"h5 ({vg150_files.H5_FILE})")
+        _require_file(image_file, vg150_files.IMAGE_DATA_FILE)
+        _require_dir(img_dir, f"image folder ({vg150_files.IMAGE_DIR})")
         self.ind_to_classes, self.ind_to_predicates, self.ind_to_attributes = load_info(dict_file)
 
         g = load_graphs(roidb_file, split, num_im=num_im, num_val_im=num_val_im,
@@ -400,6 +335,14 @@ class VG150Dataset:
             if self._depth_files is not None:
                 self._check_on_disk(self._depth_files, depth_dir, "depth maps")
         logger.info("VG150 %s: %d images from '%s'", split, len(self), roidb_file)
+
+    @classmethod
+    def from_files(cls, files, **kwargs) -> "VG150Dataset":
+        """The split ``files`` (a :class:`sgg.data.catalog.DatasetFiles`) names: its h5, dicts json,
+        ``image_data.json``, image folder and split; ``kwargs`` as the constructor's (filters,
+        ``num_val_im``, ``depth_dir``, ...). The constructor of every registered dataset format."""
+        return cls(roidb_file=files.roidb_file, dict_file=files.dict_file, image_file=files.image_file,
+                   img_dir=files.img_dir, split=files.split, **kwargs)
 
     # ------------------------------------------------------------------ checks
     def _check_label_ranges(self, labels: np.ndarray, predicates: np.ndarray) -> None:
@@ -469,11 +412,8 @@ class VG150Dataset:
         """SGB: ``gt_boxes / 1024 * max(w, h)`` (float64) -> float32, clipped to the image."""
         info = self.img_info[i]
         w, h = int(info["width"]), int(info["height"])
-        box = (self.gt_boxes_1024[i] / BOX_SCALE * max(w, h)).reshape(-1, 4).astype(np.float32)
-        # BoxList.clip_to_image (TO_REMOVE = 1)
-        box[:, 0::2] = np.clip(box[:, 0::2], 0, w - 1)
-        box[:, 1::2] = np.clip(box[:, 1::2], 0, h - 1)
-        return box
+        box = vg150_files.boxes_to_pixels(self.gt_boxes_1024[i], w, h).reshape(-1, 4).astype(np.float32)
+        return vg150_files.clip_to_image(box, w, h)
 
     def _dedup_relations(self, rels: np.ndarray) -> np.ndarray:
         """One row per (subject, object) pair, the predicate drawn uniformly over its rows.
@@ -558,7 +498,9 @@ class VG150Dataset:
 # ----------------------------------------------------------------------------------------------
 # Images and depth
 # ----------------------------------------------------------------------------------------------
-def _imread(path: str, flags: int) -> np.ndarray:
+def imread(path: str, flags: int) -> np.ndarray:
+    """``cv2.imdecode`` of the file with ``flags`` (the reader of :func:`load_image` /
+    :func:`load_depth`): FileNotFoundError when missing, ValueError when it cannot be decoded."""
     import cv2
 
     if not os.path.isfile(path):
@@ -582,7 +524,7 @@ def load_image(path: str, expected_hw: Optional[Tuple[int, int]] = None) -> np.n
     """
     import cv2
 
-    img = _imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    img = imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     if expected_hw is not None and tuple(img.shape[:2]) != tuple(int(v) for v in expected_hw):
         raise ValueError(
@@ -608,7 +550,7 @@ def load_depth(path: str, scale: float = 1.0) -> np.ndarray:
         elif d.ndim == 3 and d.shape[-1] == 1:
             d = d[..., 0]
     else:
-        d = _imread(path, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+        d = imread(path, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
         if d.ndim == 3:
             d = d[..., 0]
     if d.ndim != 2:

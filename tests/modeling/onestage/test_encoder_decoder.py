@@ -215,7 +215,7 @@ def test_perfect_fields_recover_random_scenes_sgdet_and_predcls():
 def synthvg(tmp_path_factory):
     from sgg.data.catalog import get_dataset_files
     from sgg.data.datasets.vg150 import VG150Dataset
-    from sgg.data.synthetic import generate_synthvg
+    from sgg.data.synthvg import generate_synthvg
 
     root = tmp_path_factory.mktemp("onestage_synthvg")
     generate_synthvg(os.path.join(str(root), "synthvg_tiny"), profile="tiny", seed=1, num_images=40)
