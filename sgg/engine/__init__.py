@@ -1,4 +1,14 @@
-"""Training engine: process setup (torchrun), the trainer and its hooks."""
+"""The jobs: process setup (torchrun), the trainer and its hooks, and every train / test / predict
+job built on them.
+
+* :mod:`.relation` -- the relation train / test jobs; :mod:`.methods` -- the training methods they
+  choose from (plain, HML, STDG: :data:`~.methods.TRAINING_METHOD_REGISTRY`); :mod:`.common` --
+  their shared building blocks.
+* :mod:`.detector` -- the detector train / test jobs.
+* :mod:`.loading` -- the one way to load a trained model for inference (test, predict, export).
+* :mod:`.predict` -- scene graphs of user images; :mod:`.inference` -- evaluation loops.
+"""
+from sgg.utils.device import move_to_device, resolve_device
 
 from .hooks import (
     EvalHook,
@@ -15,8 +25,6 @@ from .launch import (
     setup,
     shutdown_distributed,
 )
-from sgg.utils.device import move_to_device, resolve_device
-
 from .trainer import MetricStorage, ModelEMA, Trainer
 
 __all__ = [

@@ -1,7 +1,6 @@
 """Relation inference over a test split: run the model, stream its graphs into the evaluator."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -11,11 +10,9 @@ import torch
 from tqdm import tqdm
 
 from sgg.utils import comm
+from sgg.utils.device import autocast
 
 logger = logging.getLogger(__name__)
-
-_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-
 
 def build_relation_evaluator(cfg, dataset, mode: str):
     """A :class:`~sgg.evaluation.SceneGraphEvaluator` for ``dataset`` (predicate names, zero-shot
@@ -50,11 +47,9 @@ def relation_inference(model: torch.nn.Module, data_loader, evaluator, dtype: st
     was_training = model.training
     model.eval()
     evaluator.reset()
-    autocast = (torch.autocast(device.type, dtype=_DTYPES[dtype]) if dtype in _DTYPES
-                else contextlib.nullcontext())
     seen, start = 0, time.perf_counter()
     try:
-        with torch.no_grad(), autocast:
+        with torch.no_grad(), autocast(device, dtype):
             for batch in tqdm(data_loader, desc="inference", disable=not comm.is_main_process(),
                               leave=False):
                 graphs = model(batch)

@@ -17,16 +17,12 @@ What the predictor does:
   detector's boxes, labels and scores are handed to its relation head in place of the GT objects,
   and the triplets are ranked by predicate score x both detection scores, as in SGDet.
   ``Predictor.object_labels`` says which source named the objects ("model" or "detector").
-* **Classes.** The class and predicate names (and so the model's class counts) are read from the
-  dicts json of ``DATASETS.TRAIN[0]`` under ``DATASETS.DATA_DIR``; the images, h5 file and train
-  statistics are not needed.
-* **Weights.** ``weights`` (else ``MODEL.WEIGHT``) is a checkpoint file or a directory whose
-  ``last_checkpoint`` names one (a training OUTPUT_DIR). The EMA weights are used when the file has
-  them (what validation used). Everything the model needs must come from there: a tensor of the
-  model that the checkpoint lacks is an error. A two-stage relation checkpoint stores the whole
-  model, detector included (``detector.*``), so ``MODEL.PRETRAINED_DETECTOR_CKPT`` is only read
-  when the checkpoint has no detector tensors. Files that only initialise a model before training
-  (GloVe, backbone ImageNet weights) are never read, and nothing is written to OUTPUT_DIR.
+* **Classes and weights.** The model is loaded by :func:`sgg.engine.loading.load_trained_model`:
+  ``weights`` (else ``MODEL.WEIGHT``) is a checkpoint file or a directory whose ``last_checkpoint``
+  names one (a training OUTPUT_DIR); the class and predicate names come from the checkpoint's
+  metadata (older checkpoints: the dicts json of ``DATASETS.TRAIN[0]``); the EMA weights are used
+  when the file has them. No dataset, GloVe file or backbone weights are read, and nothing is
+  written to OUTPUT_DIR.
 * **Images.** Paths (read with EXIF orientation applied: the frame a viewer shows) or ``H x W x 3``
   uint8 RGB arrays go through the test-time resize of the test loader
   (:class:`~sgg.data.mapper.SceneGraphMapper`, ``is_train=False``), are batched, and run on
@@ -35,21 +31,19 @@ What the predictor does:
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from dataclasses import replace
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-from sgg.checkpoint import CheckpointError, LAST_CHECKPOINT, load_checkpoint_file, load_model_state
-from sgg.config import protocol_from_config
+from sgg.protocol import protocol_from_config
 from sgg.structures import SceneGraph
+from sgg.utils.device import autocast
 
-from .inference import _DTYPES
-from sgg.utils.device import resolve_device
+from .loading import load_class_names, load_trained_model, resolve_weights  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -109,86 +103,6 @@ def _as_rgb_array(image: np.ndarray, index: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# Names and weights
-# ---------------------------------------------------------------------------------------------
-def load_class_names(cfg) -> Tuple[List[str], List[str]]:
-    """(object class names, predicate names) of ``DATASETS.TRAIN[0]``, background at index 0."""
-    from sgg.data.catalog import get_dataset_files
-    from sgg.data.datasets.vg150 import load_info
-
-    if not cfg.DATASETS.TRAIN:
-        raise ValueError("DATASETS.TRAIN is empty: the predictor takes the class and predicate names from the "
-                         "training dataset of the config (its VG-SGG-dicts json)")
-    files = get_dataset_files(cfg.DATASETS.TRAIN[0], cfg.DATASETS.DATA_DIR)
-    if not os.path.isfile(files.dict_file):
-        raise FileNotFoundError(
-            f"the class names of {cfg.DATASETS.TRAIN[0]} (DATASETS.TRAIN) are read from '{files.dict_file}', which "
-            f"does not exist. Set DATASETS.DATA_DIR to the folder holding the training data (only this json is "
-            f"needed for prediction).")
-    classes, predicates, _ = load_info(files.dict_file)
-    return classes, predicates
-
-
-def resolve_weights(path: str) -> str:
-    """A checkpoint file, or the file named by ``<dir>/last_checkpoint``. Errors name the flag."""
-    from sgg.checkpoint import Checkpointer
-
-    if not path:
-        raise ValueError("no model weights given: pass --weights CKPT_OR_OUTPUT_DIR (Predictor(cfg, weights)) "
-                         "or set MODEL.WEIGHT")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"weights not found: '{path}' (--weights / MODEL.WEIGHT). Pass a checkpoint "
-                                f"file (.pth) or a training OUTPUT_DIR holding '{LAST_CHECKPOINT}'.")
-    if os.path.isdir(path):
-        try:
-            resolved = Checkpointer(torch.nn.Module()).resolve(path)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"{e} (--weights / MODEL.WEIGHT)") from e
-        if not os.path.isfile(resolved):
-            raise FileNotFoundError(f"'{os.path.join(path, LAST_CHECKPOINT)}' names '{resolved}', which does not "
-                                    f"exist (--weights / MODEL.WEIGHT): pass the checkpoint file instead")
-        return resolved
-    return path
-
-
-def _model_weights(ckpt: Mapping[str, Any], path: str) -> Mapping[str, torch.Tensor]:
-    """The EMA weights when the checkpoint has them (as ``Checkpointer.load(prefer_ema=True)``)."""
-    if "model" not in ckpt:
-        raise CheckpointError(f"checkpoint {path} has no 'model' entry (keys: {sorted(ckpt)})")
-    ema = ckpt.get("ema")
-    if isinstance(ema, Mapping) and isinstance(ema.get("model"), Mapping):
-        logger.info("using the EMA weights of %s (%d updates)", path, int(ema.get("updates", 0)))
-        return ema["model"]
-    return ckpt["model"]
-
-
-class _DropRecords(logging.Filter):
-    def __init__(self, prefixes: Sequence[str]) -> None:
-        super().__init__()
-        self.prefixes = tuple(prefixes)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.prefixes)
-
-
-@contextlib.contextmanager
-def _quiet(rules: Mapping[str, Sequence[str]]) -> Iterator[None]:
-    """Drop the records of logger ``name`` whose message starts with one of ``rules[name]``: the
-    warnings about initial weights (GloVe, detector) that the checkpoint replaces anyway."""
-    added = []
-    for name, prefixes in rules.items():
-        if prefixes:
-            f = _DropRecords(prefixes)
-            logging.getLogger(name).addFilter(f)
-            added.append((name, f))
-    try:
-        yield
-    finally:
-        for name, f in added:
-            logging.getLogger(name).removeFilter(f)
-
-
-# ---------------------------------------------------------------------------------------------
 # Predictor
 # ---------------------------------------------------------------------------------------------
 class Predictor:
@@ -207,25 +121,15 @@ class Predictor:
     """
 
     def __init__(self, cfg, weights: str = "", *, device: Optional[Union[str, torch.device]] = None) -> None:
-        from sgg.modeling.meta_arch import build_sgg_model
+        from sgg.data.mapper import SceneGraphMapper
 
-        from .stdg import inference_config
-
-        cfg = inference_config(cfg).clone()  # an STDG student is RGB-only: no depth maps
-        cfg.defrost()
-        if device is not None:
-            cfg.MODEL.DEVICE = str(device)
-        self.trained_mode = protocol_from_config(cfg)
-        self.mode = "sgdet"
-        self.class_names, self.predicate_names = load_class_names(cfg)
-        self.weights = resolve_weights(weights or cfg.MODEL.WEIGHT)
-        ckpt = load_checkpoint_file(self.weights)
-        state = _model_weights(ckpt, self.weights)
-        del ckpt
-
+        trained_mode = protocol_from_config(cfg)
         two_stage = cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN"
         # Motifs in PredCls has no object decoder: keep its mode and feed it the detections.
-        build_mode = "predcls" if (two_stage and self.trained_mode == "predcls") else "sgdet"
+        build_mode = "predcls" if (two_stage and trained_mode == "predcls") else "sgdet"
+        trained = load_trained_model(cfg, weights, device=device, protocol=build_mode)
+        self.trained_mode = trained.trained_protocol
+        self.mode = "sgdet"
         self.object_labels = "detector" if build_mode == "predcls" else "model"
         if self.trained_mode != "sgdet":
             how = ("the detector's boxes, labels and scores are given to its relation head in place of GT "
@@ -233,55 +137,12 @@ class Predictor:
             logger.warning("the config's protocol is %s (MODEL.ROI_RELATION_HEAD.USE_GT_BOX/USE_GT_OBJECT_LABEL), "
                            "but user images have no ground-truth boxes: predicting with the SGDet protocol (%s)",
                            self.trained_mode, how)
-        rh = cfg.MODEL.ROI_RELATION_HEAD
-        rh.USE_GT_BOX = rh.USE_GT_OBJECT_LABEL = build_mode == "predcls"
-
-        # Initial weights that the checkpoint replaces are not read (nor cached under OUTPUT_DIR).
-        quiet: Dict[str, List[str]] = {"sgg.modeling.relation.word_vectors": ["GloVe vectors not found"]}
-        cfg.GLOVE_DIR = ""
-        if "WORD_VECTOR_CACHE" in rh:
-            rh.WORD_VECTOR_CACHE = False
-        cfg.MODEL.BACKBONE.WEIGHTS = ""
-        if "ONESTAGE" in cfg.MODEL:
-            cfg.MODEL.ONESTAGE.BACKBONE_WEIGHTS = ""
-        need_detector_file = False
-        if two_stage:
-            has_detector = any(k.startswith(("detector.", "module.detector.")) for k in state)
-            if has_detector:
-                cfg.MODEL.PRETRAINED_DETECTOR_CKPT = ""
-                quiet["sgg.modeling.meta_arch.build"] = ["MODEL.PRETRAINED_DETECTOR_CKPT is empty"]
-            elif not cfg.MODEL.PRETRAINED_DETECTOR_CKPT:
-                raise CheckpointError(
-                    f"checkpoint {self.weights} has no detector tensors ('detector.*') and "
-                    f"MODEL.PRETRAINED_DETECTOR_CKPT is empty: set MODEL.PRETRAINED_DETECTOR_CKPT to the detector "
-                    f"checkpoint the relation model was trained on (e.g. its model_final.pth)")
-            else:
-                need_detector_file = True
-                logger.info("checkpoint %s has no detector tensors: the detector comes from "
-                            "MODEL.PRETRAINED_DETECTOR_CKPT=%s", self.weights, cfg.MODEL.PRETRAINED_DETECTOR_CKPT)
-        cfg.freeze()
-        self.cfg = cfg
-        self.device = resolve_device(cfg.MODEL.DEVICE)
-
-        with _quiet(quiet):
-            model = build_sgg_model(cfg, {"obj_classes": self.class_names}, len(self.class_names),
-                                    len(self.predicate_names))
-        missing, _ = load_model_state(model, state, source=self.weights)
-        if need_detector_file:
-            missing = [k for k in missing if not k.startswith("detector.")]
-        if missing:
-            shown = ", ".join(missing[:10]) + (f", ... ({len(missing) - 10} more)" if len(missing) > 10 else "")
-            raise CheckpointError(
-                f"checkpoint {self.weights} lacks {len(missing)} tensors of the {cfg.MODEL.META_ARCHITECTURE} model "
-                f"built from this config ({shown}): is it a checkpoint of this config's model (same "
-                f"MODEL.ROI_RELATION_HEAD.PREDICTOR, protocol and sizes)?")
-        self.model = model.to(self.device).eval()
-        from sgg.data.mapper import SceneGraphMapper
-
-        self._mapper = SceneGraphMapper(cfg, is_train=False, mode="sgdet", image_loader=self._image_of)
+        self.model, self.cfg, self.device, self.weights = trained.model, trained.cfg, trained.device, trained.weights
+        self.class_names, self.predicate_names = trained.class_names, trained.predicate_names
+        self._mapper = SceneGraphMapper(self.cfg, is_train=False, mode="sgdet", image_loader=self._image_of)
         self._pending: Dict[str, np.ndarray] = {}
         logger.info("predictor: %s from %s on %s (trained %s, predicting sgdet; object labels from the %s), "
-                    "%d classes, %d predicates", cfg.MODEL.META_ARCHITECTURE, self.weights, self.device,
+                    "%d classes, %d predicates", self.cfg.MODEL.META_ARCHITECTURE, self.weights, self.device,
                     self.trained_mode, self.object_labels, len(self.class_names) - 1, len(self.predicate_names) - 1)
 
     # -- inputs -----------------------------------------------------------------------------------
@@ -311,8 +172,7 @@ class Predictor:
 
     # -- running ----------------------------------------------------------------------------------
     def _autocast(self):
-        dtype = self.cfg.DTYPE
-        return torch.autocast(self.device.type, dtype=_DTYPES[dtype]) if dtype in _DTYPES else contextlib.nullcontext()
+        return autocast(self.device, self.cfg.DTYPE)
 
     def _forward(self, batch: Sequence[Dict[str, Any]]) -> List[SceneGraph]:
         if self.object_labels == "detector":

@@ -19,8 +19,9 @@ from sgg.checkpoint import CheckpointError
 from sgg.config import get_default_config, load_config
 from sgg.data.datasets import load_zeroshot_triplets
 from sgg.evaluation import evaluate_relations
-from sgg.modeling.detector import build_detector, load_detector_checkpoint
-from sgg.modeling.detector.sgb_compat import (
+from sgg.modeling.detector import build_detector
+from sgg.modeling.pretrained import load_detector_checkpoint, load_pretrained
+from sgg.checkpoint.sgb import (
     is_sgb_checkpoint,
     sgb_convention_mismatches,
     sgb_to_sgg_state_dict,
@@ -229,6 +230,7 @@ def test_relation_model_from_sgb_checkpoint_copies_fc6_fc7(tmp_path):
     sgb = torch.load(ckpt, weights_only=True)["model"]
     torch.manual_seed(6)
     model = build_sgg_model(cfg, None, NUM_CLASSES, 4)
+    assert load_pretrained(model, cfg)["detector"] == str(ckpt)  # the load step reads the SGB file
     head = model.relation_head
     for ext in (head.box_feature_extractor, head.union_feature_extractor):
         for fc in ("fc6", "fc7"):

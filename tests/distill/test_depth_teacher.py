@@ -75,12 +75,13 @@ def data_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def depth_run(data_root, tmp_path_factory):
-    """Stage 1: two iterations of the depth model through ``train_stdg``; its OUTPUT_DIR."""
-    from sgg.engine.stdg import train_stdg
+    """Stage 1: two iterations of the depth model through the relation job (training method
+    "stdg"); its OUTPUT_DIR."""
+    from sgg.engine.relation import train_relation
 
     out = tmp_path_factory.mktemp("stdg_depth")
     cfg = load_config(opts=stdg_opts(data_root, out, "depth"))
-    res = train_stdg(cfg)
+    res = train_relation(cfg)
     assert res["state"] == "completed"
     return cfg, str(out)
 
@@ -216,8 +217,8 @@ def test_frozen_teacher_cannot_be_switched_to_training(data_root, depth_run):
 # Stage 2: combine
 # ------------------------------------------------------------------------------------------------
 def test_combine_trains_with_a_frozen_teacher_and_infers_rgb_only(data_root, depth_run, tmp_path, monkeypatch):
-    from sgg.engine import stdg
-    from sgg.engine.relation import build_relation_model, test_relation
+    from sgg.engine.methods.stdg import inference_config
+    from sgg.engine.relation import build_relation_model, test_relation, train_relation
 
     _, depth_out = depth_run
     data = tmp_path / "data"
@@ -235,7 +236,7 @@ def test_combine_trains_with_a_frozen_teacher_and_infers_rgb_only(data_root, dep
         return d
 
     monkeypatch.setattr(DepthTeacherDistillation, "from_config", classmethod(spy))
-    res = stdg.train_stdg(cfg)
+    res = train_relation(cfg)
     assert res["state"] == "completed" and "R@50" in res[f"{DATASET}_test"]
 
     (distill, before), = made
@@ -264,13 +265,12 @@ def test_combine_trains_with_a_frozen_teacher_and_infers_rgb_only(data_root, dep
 
     # RGB-only inference: no depth map is read
     shutil.rmtree(data / DATASET / "depth")
-    again = test_relation(stdg.inference_config(cfg))[f"{DATASET}_test"]
+    again = test_relation(inference_config(cfg))[f"{DATASET}_test"]
     assert again["R@50"] == pytest.approx(res[f"{DATASET}_test"]["R@50"])
 
 
 def test_config_errors_name_the_keys(data_root, depth_run, tmp_path):
-    from sgg.engine.relation import build_relation_model
-    from sgg.engine.stdg import train_stdg
+    from sgg.engine.relation import build_relation_model, train_relation
 
     _, depth_out = depth_run
     conv = load_config(opts=stdg_opts(data_root, tmp_path, "combine", "MODEL.STDG.TEACHER_WEIGHTS", depth_out,
@@ -278,7 +278,7 @@ def test_config_errors_name_the_keys(data_root, depth_run, tmp_path):
     with pytest.raises(ConfigError, match="MODEL.ONESTAGE.OBJ_TRUNK.*MODEL.ONESTAGE.REL_TRUNK"):
         validate_stdg_config(conv)
     with pytest.raises(ConfigError, match="REL_TRUNK"):
-        train_stdg(conv)
+        train_relation(conv)
     with pytest.raises(ConfigError, match="MODEL.STDG.TEACHER_WEIGHTS"):
         validate_stdg_config(load_config(opts=stdg_opts(data_root, tmp_path, "combine")))
     with pytest.raises(ConfigError, match="INPUT.LOAD_DEPTH"):

@@ -8,6 +8,7 @@ from torch import nn
 from sgg.checkpoint import CheckpointError
 from sgg.config import get_default_config
 from sgg.modeling.backbone import ResNetFPN, TimmFPN, build_backbone
+from sgg.modeling.pretrained import load_backbone_weights, load_detector_checkpoint
 from sgg.modeling.detector import (
     BoxHeads,
     FasterRCNNDetector,
@@ -17,7 +18,6 @@ from sgg.modeling.detector import (
     build_detector,
     detector_postprocess,
     legacy_cell_anchors,
-    load_detector_checkpoint,
     make_box_coder,
 )
 from sgg.structures import Boxes, Instances
@@ -109,21 +109,44 @@ def test_stride_in_1x1_and_resnext_from_the_name():
 
 
 def test_backbone_weights_from_a_local_file(tmp_path):
+    """Build first (random init, no file), then the load step copies torchvision-layout weights;
+    errors name the key, the shapes and the setting."""
     from torchvision.models import resnet18
 
     torch.manual_seed(1)
     ref = resnet18(weights=None)
     path = tmp_path / "r18.pth"
     torch.save(ref.state_dict(), path)
-    bb = ResNetFPN(depth=18, out_channels=8, weights=str(path))
+    bb = ResNetFPN(depth=18, out_channels=8)
+    assert not torch.equal(bb.body.layer3[1].conv2.weight, ref.layer3[1].conv2.weight)
+    load_backbone_weights(bb, str(path))
     assert torch.equal(bb.body.layer3[1].conv2.weight, ref.layer3[1].conv2.weight)
     bad = dict(ref.state_dict())
     bad["layer1.0.conv1.weight"] = torch.zeros(3, 3, 3, 3)
     torch.save(bad, path)
     with pytest.raises(ValueError, match=r"layer1\.0\.conv1\.weight.*\(3, 3, 3, 3\).*\(64, 64, 3, 3\)"):
-        ResNetFPN(depth=18, out_channels=8, weights=str(path))
-    with pytest.raises(FileNotFoundError, match="local files only"):
-        ResNetFPN(depth=18, out_channels=8, weights=str(tmp_path / "missing.pth"))
+        load_backbone_weights(bb, str(path))
+    with pytest.raises(FileNotFoundError, match="MODEL.BACKBONE.WEIGHTS.*local files only"):
+        load_backbone_weights(bb, str(tmp_path / "missing.pth"))
+
+
+def test_timm_backbone_weights_through_the_load_step(tmp_path):
+    """timm backbones are built without weights; the load step has timm read the local file (its own
+    filtering) and copies them in, without moving the global RNG."""
+    import timm
+
+    torch.manual_seed(3)
+    ref = timm.create_model("resnet18", pretrained=False)
+    path = tmp_path / "timm_r18.pth"
+    torch.save(ref.state_dict(), path)
+    cfg = get_default_config()
+    cfg.merge_from_list(["MODEL.BACKBONE.CONV_BODY", "timm:resnet18-FPN", "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", 8])
+    bb = build_backbone(cfg)
+    rng = torch.get_rng_state()
+    load_backbone_weights(bb, str(path))
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert torch.equal(bb.body.layer3[1].conv2.weight, ref.layer3[1].conv2.weight)
+    assert torch.equal(bb.body.bn1.running_var, ref.bn1.running_var)
 
 
 def test_timm_backbone_levels_and_freeze():

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from sgg.modeling.pretrained import load_pretrained_word_vectors
 from sgg.config import get_default_config
 from sgg.modeling.relation import (
     RELATION_PREDICTOR_REGISTRY,
@@ -254,12 +255,21 @@ def test_glove_txt_and_pt_cache_identical(tmp_path):
     # out of vocabulary (background, tennis_racket): the seeded random rows, same as without GloVe
     rnd = load_word_vectors(NAMES, None, dim=4)
     assert torch.equal(a[0], rnd[0]) and torch.equal(a[4], rnd[4])
-    # the predictor uses them: obj_embed1 rows = class vectors, decoder row 0 = "start"
+    # the load step gives them to the predictor: obj_embed1 rows = class vectors, decoder row 0 = "start"
     pred = MotifPredictor(num_obj_classes=C1, num_rel_classes=P1, in_channels=D, hidden_dim=H, pooling_dim=POOL,
-                          embed_dim=4, obj_classes=NAMES, glove_dir=str(tmp_path / "txt"), mode="sgcls")
+                          embed_dim=4, obj_classes=NAMES, mode="sgcls")
+    assert load_pretrained_word_vectors(pred, str(tmp_path / "txt"))
     assert torch.equal(pred.context_layer.obj_embed1.weight.detach(), a)
     assert torch.equal(pred.context_layer.obj_embed2.weight.detach(), a)
     assert torch.equal(pred.context_layer.decoder_rnn.obj_embed.weight[0].detach(), torch.tensor(VOCAB["start"]))
+    # ... which equals building it with the same vectors (build-then-load = build with the tensor)
+    direct = MotifPredictor(num_obj_classes=C1, num_rel_classes=P1, in_channels=D, hidden_dim=H, pooling_dim=POOL,
+                            embed_dim=4, obj_classes=NAMES, mode="sgcls",
+                            word_vectors=load_word_vectors(["start"] + NAMES, str(tmp_path / "txt"), dim=4))
+    assert torch.equal(direct.context_layer.decoder_rnn.obj_embed.weight, pred.context_layer.decoder_rnn.obj_embed.weight)
+    with pytest.raises(ValueError, match="word_vectors must have shape"):
+        MotifPredictor(num_obj_classes=C1, num_rel_classes=P1, in_channels=D, hidden_dim=H, pooling_dim=POOL,
+                       embed_dim=4, obj_classes=NAMES, word_vectors=torch.zeros(C1, 4))
 
 
 def test_glove_missing_warns_once_and_is_deterministic(tmp_path, caplog):
@@ -273,10 +283,11 @@ def test_glove_missing_warns_once_and_is_deterministic(tmp_path, caplog):
     torch.manual_seed(2)  # the global seed does not matter
     assert torch.equal(a, load_word_vectors(NAMES, str(tmp_path), dim=8))
     caplog.clear()
+    p1 = _predictor("sgcls")
     with caplog.at_level(logging.WARNING, logger="sgg.modeling.relation.word_vectors"):
-        p1 = _predictor("sgcls", glove_dir=str(tmp_path))
+        load_pretrained_word_vectors(p1, str(tmp_path))  # no GloVe file: one warning, vectors unchanged
     assert sum(r.levelno == logging.WARNING for r in caplog.records) == 1
-    p2 = _predictor("sgcls", glove_dir=str(tmp_path))
+    p2 = _predictor("sgcls")
     assert torch.equal(p1.context_layer.obj_embed1.weight, p2.context_layer.obj_embed1.weight)
 
 

@@ -1,6 +1,6 @@
 """FPN backbones: torchvision ResNet/ResNeXt and timm models (see ``build.py`` for CONV_BODY)."""
 from .build import BACKBONE_REGISTRY, build_backbone, parse_timm_kwargs
-from .resnet_fpn import FPN_STRIDES, ResNetFPN, load_matching, load_state_dict_file
+from .resnet_fpn import FPN_STRIDES, ResNetFPN
 from .timm_backbone import TimmFPN
 
 __all__ = [
@@ -9,7 +9,5 @@ __all__ = [
     "ResNetFPN",
     "TimmFPN",
     "build_backbone",
-    "load_matching",
-    "load_state_dict_file",
     "parse_timm_kwargs",
 ]

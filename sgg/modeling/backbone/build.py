@@ -53,7 +53,6 @@ def build_resnet_fpn_backbone(cfg) -> ResNetFPN:
         out_channels=cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS,
         freeze_at=cfg.MODEL.BACKBONE.FREEZE_CONV_BODY_AT,
         bn_eps=float(cfg.MODEL.DETECTOR.FROZEN_BN_EPS),
-        weights=cfg.MODEL.BACKBONE.WEIGHTS,
         norm=cfg.MODEL.DETECTOR.BACKBONE_NORM,
         fpn_norm=_fpn_norm(cfg),
     )
@@ -83,7 +82,6 @@ def build_timm_fpn_backbone(cfg) -> TimmFPN:
         name,
         out_channels=cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS,
         freeze_at=bb.FREEZE_CONV_BODY_AT,
-        weights=bb.WEIGHTS,
         out_indices=tuple(bb.TIMM_OUT_INDICES),
         model_kwargs=parse_timm_kwargs(bb.TIMM_KWARGS),
         freeze_bn=cfg.MODEL.DETECTOR.BACKBONE_NORM == "FrozenBN",

@@ -52,48 +52,6 @@ RESNET_SPECS: Dict[int, Tuple[type, List[int]]] = {
 FPN_STRIDES: Dict[str, int] = OrderedDict([("0", 4), ("1", 8), ("2", 16), ("3", 32), ("pool", 64)])
 
 
-def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
-    """Read a local weight file: a bare state dict or one under ``"model"`` / ``"state_dict"``.
-
-    A leading ``module.`` (DataParallel / DDP) is stripped. Nothing is ever downloaded.
-    """
-    import os
-
-    from sgg.checkpoint import load_checkpoint_file
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"weight file not found: '{path}'. Weights are read from local files only; set the "
-            f"config key (e.g. MODEL.BACKBONE.WEIGHTS) to an existing file or to '' for random init."
-        )
-    obj = load_checkpoint_file(path)
-    state = obj.get("model", obj.get("state_dict"))
-    if not isinstance(state, dict):
-        raise ValueError(f"'{path}' holds no state dict (top-level keys: {sorted(obj)[:10]})")
-    return OrderedDict((k[len("module."):] if k.startswith("module.") else k, v) for k, v in state.items())
-
-
-def load_matching(module: nn.Module, state: Dict[str, torch.Tensor], source: str,
-                  ignore_prefixes: Sequence[str] = ()) -> Tuple[List[str], List[str]]:
-    """Copy ``state`` into ``module`` by key; a shape mismatch is an error naming key and shapes.
-
-    Returns ``(missing, unexpected)`` key lists (logged), ignoring keys under ``ignore_prefixes``.
-    """
-    own = module.state_dict()
-    for k, v in state.items():
-        if k in own and tuple(own[k].shape) != tuple(v.shape):
-            raise ValueError(f"{source}: shape mismatch for '{k}': checkpoint {tuple(v.shape)} "
-                             f"vs model {tuple(own[k].shape)}")
-    result = module.load_state_dict(state, strict=False)
-    skip = tuple(ignore_prefixes)
-    missing = [k for k in result.missing_keys if not k.startswith(skip)]
-    unexpected = [k for k in result.unexpected_keys if not k.startswith(skip)]
-    logger.info("%s: loaded %d tensors; %d missing %s; %d unexpected %s", source,
-                len(state) - len(result.unexpected_keys), len(missing), missing[:10],
-                len(unexpected), unexpected[:10])
-    return missing, unexpected
-
-
 NORMS = ("FrozenBN", "BN", "SyncBN", "GN")
 
 
@@ -152,18 +110,20 @@ class ResNetFPN(nn.Module):
         out_channels: FPN channels (256 in SGB).
         freeze_at: see the module docstring.
         bn_eps: epsilon of the frozen batch norms (0.0 = maskrcnn_benchmark).
-        weights: local file with ImageNet weights in torchvision's ResNet layout ("" = random).
         norm: body normalisation, see :func:`norm_factory` (default ``FrozenBN``).
         fpn_norm: ``"GN"`` puts GroupNorm in the FPN convs (``MODEL.FPN.USE_GN``); "" = none.
 
     ``forward(x [B,3,H,W]) -> OrderedDict('0','1','2','3','pool' -> [B, out_channels, H/s, W/s])``.
+
+    ImageNet weights (torchvision's ResNet layout) go into ``self.body`` through the load step,
+    :func:`sgg.modeling.pretrained.load_backbone_weights` (``MODEL.BACKBONE.WEIGHTS``).
     """
 
     strides: Dict[str, int] = FPN_STRIDES
 
     def __init__(self, depth: int = 50, groups: int = 1, width_per_group: int = 64,
                  stride_in_1x1: bool = False, out_channels: int = 256, freeze_at: int = 2,
-                 bn_eps: float = 1e-5, weights: str = "", norm: str = "FrozenBN", fpn_norm: str = "") -> None:
+                 bn_eps: float = 1e-5, norm: str = "FrozenBN", fpn_norm: str = "") -> None:
         super().__init__()
         if depth not in RESNET_SPECS:
             raise ValueError(f"ResNet depth must be one of {sorted(RESNET_SPECS)}, got {depth}")
@@ -176,9 +136,6 @@ class ResNetFPN(nn.Module):
         if stride_in_1x1:
             for name in ("layer2", "layer3", "layer4"):
                 _move_stride_to_1x1(getattr(net, name))
-        if weights:
-            load_matching(net, load_state_dict_file(weights), f"backbone weights '{weights}'",
-                          ignore_prefixes=("fc.",))
         self.body = IntermediateLayerGetter(
             net, return_layers={"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"})
         c2 = 64 * block.expansion

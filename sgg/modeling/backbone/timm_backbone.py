@@ -41,23 +41,23 @@ def _norm_name(name: str) -> str:
     return name.replace(".", "_")
 
 
-def create_timm_features(name: str, weights: str = "", weights_key: str = "weights", **kwargs) -> nn.Module:
-    """``timm.create_model(name, features_only=True)`` with weights from the LOCAL file ``weights``
-    (never downloaded; ``weights_key`` names the setting in the error for a missing file). Swin
-    models get ``strict_img_size=False`` (any input size) unless ``kwargs`` say otherwise."""
-    import os
-
-    import timm
-
+def timm_features_kwargs(name: str, **kwargs) -> dict:
+    """The ``timm.create_model`` arguments of a ``features_only`` body: Swin models get
+    ``strict_img_size=False`` (any input size) unless ``kwargs`` say otherwise."""
     kw = {"strict_img_size": False} if name.startswith("swin") else {}
     kw.update(kwargs)
-    if not weights:
-        return timm.create_model(name, pretrained=False, features_only=True, **kw)
-    if not os.path.isfile(weights):
-        raise FileNotFoundError(f"{weights_key} file not found: '{weights}' (local files only)")
-    body = timm.create_model(name, pretrained=True, features_only=True, pretrained_cfg_overlay={"file": weights},
-                             **kw)
-    logger.info("timm backbone %s: weights from '%s'", name, weights)
+    return kw
+
+
+def create_timm_features(name: str, **kwargs) -> nn.Module:
+    """``timm.create_model(name, features_only=True, pretrained=False)`` (random init; weights come
+    from the load step, :func:`sgg.modeling.pretrained.load_backbone_weights`). The module gets
+    ``timm_name`` / ``timm_kwargs`` attributes so the load step can build timm's pretrained copy."""
+    import timm
+
+    kw = timm_features_kwargs(name, **kwargs)
+    body = timm.create_model(name, pretrained=False, features_only=True, **kw)
+    body.timm_name, body.timm_kwargs = name, kw
     return body
 
 
@@ -69,14 +69,14 @@ class TimmFPN(nn.Module):
 
     strides: Dict[str, int] = FPN_STRIDES
 
-    def __init__(self, name: str, out_channels: int = 256, freeze_at: int = 0, weights: str = "",
+    def __init__(self, name: str, out_channels: int = 256, freeze_at: int = 0,
                  out_indices: Sequence[int] = (), freeze_bn: bool = True,
                  model_kwargs: Optional[dict] = None, fpn_norm: str = "") -> None:
         super().__init__()
         kwargs = dict(model_kwargs or {})
         if out_indices:
             kwargs["out_indices"] = tuple(int(i) for i in out_indices)
-        self.body = create_timm_features(name, weights, "MODEL.BACKBONE.WEIGHTS", **kwargs)
+        self.body = create_timm_features(name, **kwargs)
         info = self.body.feature_info
         reductions = list(info.reduction())
         if out_indices:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
 
 from sgg.config import protocol_from_config
 from sgg.registry import Registry
@@ -14,21 +16,15 @@ META_ARCH_REGISTRY = Registry("META_ARCH")
 
 @META_ARCH_REGISTRY.register(name="GeneralizedRCNN")  # SGB's name for the two-stage model
 def build_two_stage(cfg, statistics: Optional[Mapping[str, Any]], num_obj_classes: int, num_rel_classes: int):
-    """Detector (+ MODEL.PRETRAINED_DETECTOR_CKPT) and the relation head initialised from its box head."""
-    from sgg.modeling.detector import build_detector, load_detector_checkpoint
+    """Detector and the relation head whose object / union branches copy its box head (the load
+    step, :func:`sgg.modeling.pretrained.load_pretrained`, reads MODEL.PRETRAINED_DETECTOR_CKPT)."""
+    from sgg.modeling.detector import build_detector
     from sgg.modeling.relation import build_relation_head
 
     from .two_stage import TwoStageSGG
 
     mode = protocol_from_config(cfg)
     detector = build_detector(cfg, num_classes=num_obj_classes)
-    if cfg.MODEL.PRETRAINED_DETECTOR_CKPT:
-        report = load_detector_checkpoint(detector, cfg.MODEL.PRETRAINED_DETECTOR_CKPT)
-        logger.info("detector checkpoint %s: %d tensors loaded", cfg.MODEL.PRETRAINED_DETECTOR_CKPT,
-                    len(report.get("loaded", [])))
-    else:
-        logger.warning("MODEL.PRETRAINED_DETECTOR_CKPT is empty: the frozen detector keeps its initial "
-                       "weights. Train one with tools/detector_train_net.py and pass its model_final.pth.")
     head = build_relation_head(cfg, detector.box_roi_pool, detector.box_head, statistics,
                                num_obj_classes, num_rel_classes, mode)
     return TwoStageSGG(detector, head, mode)
@@ -44,7 +40,41 @@ def build_one_stage(cfg, statistics: Optional[Mapping[str, Any]], num_obj_classe
     return OneStageSGG(net, mode, **onestage_kwargs_from_config(cfg))
 
 
+def _names(given: Optional[Sequence[str]], count: int, what: str, first: str) -> List[str]:
+    if given is None:
+        return [first] + [f"{what}_{i}" for i in range(1, count)]
+    names = [str(n) for n in given]
+    if len(names) != count:
+        raise ValueError(f"{len(names)} {what} names given for a model with {count} {what}es (background included)")
+    return names
+
+
+def model_metadata(cfg, statistics: Optional[Mapping[str, Any]], num_obj_classes: int,
+                   num_rel_classes: int) -> Dict[str, Any]:
+    """What inference needs to know about a model besides its weights and config (kept in every
+    checkpoint as ``"metadata"``): class and predicate names (background first; generic names
+    when ``statistics`` has none), the protocol, the meta-architecture and the train predicate
+    counts (the head -> tail order of the per-predicate report). Plain Python values."""
+    stats = statistics or {}
+    counts = stats.get("predicate_counts")
+    return {
+        "class_names": _names(stats.get("obj_classes"), num_obj_classes, "class", "__background__"),
+        "predicate_names": _names(stats.get("rel_classes"), num_rel_classes, "predicate", "__background__"),
+        "protocol": protocol_from_config(cfg),
+        "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
+        "predicate_counts": None if counts is None else [int(c) for c in np.asarray(counts).reshape(-1)],
+    }
+
+
 def build_sgg_model(cfg, statistics: Optional[Mapping[str, Any]], num_obj_classes: int, num_rel_classes: int):
-    """The model of MODEL.META_ARCHITECTURE (class counts include background)."""
+    """The model of MODEL.META_ARCHITECTURE (class counts include background), randomly initialised:
+    nothing is read from disk (:func:`sgg.modeling.pretrained.load_pretrained` is the load step).
+
+    ``statistics``: plain metadata (``obj_classes`` / ``rel_classes`` names, ``pred_dist`` the
+    frequency-bias table ``[C+1, C+1, P+1]``, ``predicate_counts``), see
+    :mod:`sgg.data.statistics`; None = generic names and a zero frequency bias. The model gets a
+    ``metadata`` attribute (:func:`model_metadata`) that checkpoints carry."""
     builder = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
-    return builder(cfg, statistics, num_obj_classes, num_rel_classes)
+    model = builder(cfg, statistics, num_obj_classes, num_rel_classes)
+    model.metadata = model_metadata(cfg, statistics, num_obj_classes, num_rel_classes)
+    return model

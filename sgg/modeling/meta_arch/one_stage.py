@@ -197,11 +197,9 @@ def build_composite_field_net(cfg, num_classes: int, num_predicates: int) -> nn.
 
     o = cfg.MODEL.ONESTAGE
     if o.BACKBONE.startswith("timm:"):
-        backbone = build_onestage_backbone(o.BACKBONE, pretrained_weights=o.BACKBONE_WEIGHTS, norm=o.FPN_NORM,
-                                           **parse_timm_kwargs(o.TIMM_KWARGS))
+        backbone = build_onestage_backbone(o.BACKBONE, norm=o.FPN_NORM, **parse_timm_kwargs(o.TIMM_KWARGS))
     else:
-        backbone = build_onestage_backbone(o.BACKBONE, pretrained_weights=o.BACKBONE_WEIGHTS,
-                                           norm=o.BACKBONE_NORM, freeze_at=o.FREEZE_AT)
+        backbone = build_onestage_backbone(o.BACKBONE, norm=o.BACKBONE_NORM, freeze_at=o.FREEZE_AT)
 
     def head_kwargs(trunk: str) -> Dict[str, Any]:
         return dict(trunk=trunk, width=o.HEAD_WIDTH, num_convs=o.HEAD_CONVS, norm=o.HEAD_NORM,

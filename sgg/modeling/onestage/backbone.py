@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
-from sgg.modeling.backbone.resnet_fpn import NORMS, load_matching, load_state_dict_file, norm_factory
+from sgg.modeling.backbone.resnet_fpn import NORMS, norm_factory
 from sgg.modeling.backbone.timm_backbone import create_timm_features
 
 logger = logging.getLogger(__name__)
@@ -63,8 +63,6 @@ class DilatedResNet(nn.Module):
 
     Args:
         depth: 18, 34 (BasicBlock; small test nets), 50 or 101 (Bottleneck).
-        pretrained_weights: local file with a torchvision-layout ResNet state dict (bare or under
-            ``"model"`` / ``"state_dict"``); ``fc.*`` is ignored; "" = random init.
         norm: ``"BN"`` (trainable batch statistics, default), ``"SyncBN"``, ``"FrozenBN"``
             (for pretrained weights and small batches) or ``"GN"`` (from scratch).
         freeze_at: 0 trains everything, 1 freezes the stem, ``k >= 2`` the stem and
@@ -73,13 +71,14 @@ class DilatedResNet(nn.Module):
     ``forward(x [B, 3, H, W]) -> [B, out_channels, ceil(H/16), ceil(W/16)]`` (the ``layer4`` map;
     ``out_channels`` = 512 for 18/34, 2048 for 50/101).
 
-    The state dict uses torchvision's names (``conv1``, ``bn1``, ``layer1..4``) without ``fc``.
+    The state dict uses torchvision's names (``conv1``, ``bn1``, ``layer1..4``) without ``fc``, so
+    ImageNet weights load without renaming (the load step,
+    :func:`sgg.modeling.pretrained.load_backbone_weights`; ``MODEL.ONESTAGE.BACKBONE_WEIGHTS``).
     """
 
     stride: int = 16
 
-    def __init__(self, depth: int = 50, pretrained_weights: str = "", norm: str = "BN",
-                 freeze_at: int = 0) -> None:
+    def __init__(self, depth: int = 50, norm: str = "BN", freeze_at: int = 0) -> None:
         super().__init__()
         if depth not in ONESTAGE_RESNET_DEPTHS:
             raise ValueError(f"DilatedResNet depth must be one of {sorted(ONESTAGE_RESNET_DEPTHS)}, got {depth}")
@@ -96,9 +95,6 @@ class DilatedResNet(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         self.depth = depth
         self.out_channels = 512 * block.expansion
-        if pretrained_weights:
-            load_matching(self, load_state_dict_file(pretrained_weights),
-                          f"backbone weights '{pretrained_weights}'", ignore_prefixes=("fc.",))
         self.freeze_at = int(freeze_at)
         self._freeze(self.freeze_at)
 
@@ -128,8 +124,6 @@ class TimmFPN16(nn.Module):
         name: timm model name, e.g. ``"swin_small_patch4_window7_224"`` (CoRF's Swin-S),
             ``"convnext_tiny"``, ``"resnet50"``.
         out_channels: channels of the output map.
-        pretrained_weights: local weight file loaded through timm's
-            ``pretrained_cfg_overlay=dict(file=...)`` (timm's key filtering); "" = random init.
         img_size: passed to ``timm.create_model`` when not None. Swin models are created with
             ``strict_img_size=False`` (timm then builds the shifted-window masks for the actual
             input size on each forward), so any input size multiple of the patch size runs; pass
@@ -151,14 +145,14 @@ class TimmFPN16(nn.Module):
     stride: int = 16
 
     def __init__(self, name: str = "swin_small_patch4_window7_224", out_channels: int = 256,
-                 pretrained_weights: str = "", img_size: Optional[Union[int, Tuple[int, int]]] = None,
+                 img_size: Optional[Union[int, Tuple[int, int]]] = None,
                  norm: str = "", **timm_kwargs) -> None:
         super().__init__()
         if norm and norm not in NORMS:
             raise ValueError(f"TimmFPN16 norm (MODEL.ONESTAGE.FPN_NORM) must be '' or one of {NORMS}, got {norm!r}")
         kwargs = {} if img_size is None else {"img_size": img_size}
         kwargs.update(timm_kwargs)
-        self.body = create_timm_features(name, pretrained_weights, "MODEL.ONESTAGE.BACKBONE_WEIGHTS", **kwargs)
+        self.body = create_timm_features(name, **kwargs)
         info = self.body.feature_info
         reductions = list(info.reduction())
         if 16 not in reductions or 32 not in reductions:
@@ -196,9 +190,9 @@ def build_onestage_backbone(name: str, **kw) -> nn.Module:
     """Name -> stride-16 backbone.
 
     * ``"R-18"``, ``"R-34"``, ``"R-50"``, ``"R-101"`` -> :class:`DilatedResNet` (``depth`` from the
-      name; ``kw``: ``pretrained_weights``, ``norm``, ``freeze_at``).
+      name; ``kw``: ``norm``, ``freeze_at``).
     * ``"timm:<model name>"`` -> :class:`TimmFPN16` (``kw``: ``out_channels``,
-      ``pretrained_weights``, ``img_size``, ``norm`` and any ``timm.create_model`` argument).
+      ``img_size``, ``norm`` and any ``timm.create_model`` argument).
     """
     if name.startswith("timm:"):
         model = name[len("timm:"):]

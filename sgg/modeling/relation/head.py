@@ -83,6 +83,26 @@ class RelationHead(nn.Module):
         self.rel_top_k = rel_top_k
         self.generator = generator
 
+    @classmethod
+    def from_config(cls, cfg, box_roi_pool: nn.Module, box_head: nn.Module, predictor: nn.Module,
+                    mode: str) -> "RelationHead":
+        rh = cfg.MODEL.ROI_RELATION_HEAD
+        return cls(
+            box_roi_pool, box_head, predictor, mode, sampler=RelationSampler.from_config(cfg),
+            loss=RelationLoss.from_config(cfg, mode), pool_all_levels=rh.POOLING_ALL_LEVELS,
+            mask_frame=rh.RECT_MASK_FRAME, union_chunk_size=rh.UNION_CHUNK_SIZE,
+            later_nms_thresh=cfg.TEST.RELATION.LATER_NMS_PREDICTION_THRES, rel_top_k=rh.TEST_REL_TOP_K or None,
+        )
+
+    @torch.no_grad()
+    def init_from_detector(self, box_head: nn.Module) -> None:
+        """Copy the detector's box head weights (fc6/fc7) into the object and union branches, which
+        start from them as in SGB; called by the load step after the detector's weights are read."""
+        state = box_head.state_dict()
+        self.box_feature_extractor.head.load_state_dict(state)
+        if self.union_feature_extractor is not None:
+            self.union_feature_extractor.head.load_state_dict(state)
+
     @property
     def out_channels(self) -> int:
         return self.box_feature_extractor.out_channels

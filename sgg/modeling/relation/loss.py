@@ -26,6 +26,12 @@ class RelationLoss(nn.Module):
         self.label_smoothing = float(label_smoothing)
         self.refine_obj = bool(refine_obj)
 
+    @classmethod
+    def from_config(cls, cfg, mode: str) -> "RelationLoss":
+        """SGB's ``LABEL_SMOOTHING_LOSS`` (epsilon 0.01); the object refinement loss outside PredCls."""
+        return cls(label_smoothing=0.01 if cfg.MODEL.ROI_RELATION_HEAD.LABEL_SMOOTHING_LOSS else 0.0,
+                   refine_obj=mode != "predcls")
+
     def _ce(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if logits.shape[0] == 0:
             # an empty batch: keep the graph (zero gradients) instead of a NaN mean

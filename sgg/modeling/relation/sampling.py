@@ -135,6 +135,16 @@ class RelationSampler:
         self.gt_rel_sampling = gt_rel_sampling
         self.match_labels = match_labels
 
+    @classmethod
+    def from_config(cls, cfg) -> "RelationSampler":
+        rh = cfg.MODEL.ROI_RELATION_HEAD
+        return cls(
+            batch_size_per_image=rh.BATCH_SIZE_PER_IMAGE, positive_fraction=rh.POSITIVE_FRACTION,
+            num_sample_per_gt_rel=rh.NUM_SAMPLE_PER_GT_REL, fg_iou_threshold=cfg.MODEL.ROI_HEADS.FG_IOU_THRESHOLD,
+            require_overlap=rh.REQUIRE_BOX_OVERLAP, test_require_overlap=cfg.TEST.RELATION.REQUIRE_OVERLAP,
+            gt_rel_sampling=rh.SGDET_GT_REL_SAMPLING, match_labels=rh.SGDET_MATCH_LABELS,
+        )
+
     @property
     def num_pos_per_image(self) -> int:
         return int(self.batch_size_per_image * self.positive_fraction)

@@ -33,7 +33,7 @@ from sgg.utils.io import atomic_torch_save
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RANDOM_SEED", "glove_file_candidates", "load_word_vectors", "read_glove"]
+__all__ = ["RANDOM_SEED", "glove_file_candidates", "load_word_vectors", "random_word_vectors", "read_glove"]
 
 #: Seed of the generator used for every random vector (missing file or out-of-vocabulary name).
 RANDOM_SEED = 0
@@ -48,6 +48,14 @@ def glove_file_candidates(glove_dir: str, dim: int = 200, wv_type: str = "glove.
 def _random_vector(name: str, dim: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(RANDOM_SEED * 1_000_003 + zlib.crc32(name.encode("utf-8")))
     return torch.randn(dim, generator=gen)
+
+
+def random_word_vectors(names: Sequence[str], dim: int) -> torch.Tensor:
+    """``[len(names), dim]`` seeded N(0, 1) vectors, one generator per name (seed :data:`RANDOM_SEED`
+    and the name's CRC32): the same vector for a name whatever the other names, their order or the
+    global RNG. What a model starts from when no GloVe file is read; reads nothing."""
+    names = [str(n) for n in names]
+    return torch.stack([_random_vector(n, dim) for n in names]) if names else torch.zeros(0, dim)
 
 
 def _words_of(name: str) -> List[str]:
@@ -142,7 +150,7 @@ def load_word_vectors(names: Sequence[str], glove_dir: Optional[str], dim: int =
 
     # Fallback rows are drawn up front from a generator seeded per name, so a class gets the
     # same random vector whatever the other names, their order, or the global RNG state.
-    vectors = torch.stack([_random_vector(n, dim) for n in names]) if names else torch.zeros(0, dim)
+    vectors = random_word_vectors(names, dim)
 
     table = read_glove(glove_dir, dim, _wanted_words(names), wv_type) if glove_dir else None
     if table is None:

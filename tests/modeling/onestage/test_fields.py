@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.models import resnet as tv_resnet
 
+from sgg.modeling.pretrained import load_backbone_weights
 from sgg.modeling.onestage.backbone import DilatedResNet, TimmFPN16, build_onestage_backbone
 from sgg.modeling.onestage.fields import (
     OBJECT_FIELDS,
@@ -72,13 +73,14 @@ def test_dilated_resnet_loads_torchvision_weights_and_freezes(tmp_path):
     ref = tv_resnet.resnet18()
     path = tmp_path / "r18.pth"
     torch.save(ref.state_dict(), path)
-    bb = DilatedResNet(depth=18, pretrained_weights=str(path), norm="FrozenBN", freeze_at=2)
+    bb = DilatedResNet(depth=18, norm="FrozenBN", freeze_at=2)
+    load_backbone_weights(bb, str(path), "MODEL.ONESTAGE.BACKBONE_WEIGHTS")  # the load step
     assert torch.equal(bb.layer4[1].conv2.weight, ref.layer4[1].conv2.weight)
     assert torch.equal(bb.bn1.running_var, ref.bn1.running_var)
     frozen = {n.split(".")[0] for n, p in bb.named_parameters() if not p.requires_grad}
     assert frozen == {"conv1", "layer1"}  # (FrozenBN has buffers, not parameters)
-    with pytest.raises(FileNotFoundError):
-        DilatedResNet(depth=18, pretrained_weights=str(tmp_path / "missing.pth"))
+    with pytest.raises(FileNotFoundError, match="MODEL.ONESTAGE.BACKBONE_WEIGHTS"):
+        load_backbone_weights(bb, str(tmp_path / "missing.pth"), "MODEL.ONESTAGE.BACKBONE_WEIGHTS")
 
 
 def test_timm_fpn16_swin_and_resnet():

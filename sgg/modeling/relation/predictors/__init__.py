@@ -5,7 +5,9 @@ Every predictor registered in :data:`RELATION_PREDICTOR_REGISTRY` (the config va
 
 * ``__init__(**plain keyword arguments)``; ``from_config(cfg, *, in_channels, union_dim,
   num_obj_classes, num_rel_classes, mode, obj_classes=None, pred_dist=None,
-  word_vector_cache_dir=None)`` maps the config (``build_relation_head`` passes all of these).
+  word_vectors=None)`` maps the config (``build_relation_head`` passes all of these); the
+  constructor reads no file (build first, load after: :func:`sgg.modeling.pretrained.load_pretrained`
+  reads GloVe and calls ``set_word_vectors(vectors)`` on predictors that have it).
 * attribute ``uses_union_features`` (bool): whether the head must compute union-box features.
 * ``forward(roi_features, proposals, rel_pairs, union_features=None, obj_labels=None)
   -> PredictorOutput`` with ``roi_features`` ``[sum N_i, in_channels]``, ``proposals`` the list of

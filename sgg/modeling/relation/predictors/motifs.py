@@ -43,7 +43,7 @@ from sgg.structures import Instances
 
 from ..freq_bias import FrequencyBias
 from ..postprocess import class_aware_nms_labels_batched
-from ..word_vectors import load_word_vectors
+from ..word_vectors import random_word_vectors
 from . import RELATION_PREDICTOR_REGISTRY, PredictorOutput
 
 logger = logging.getLogger(__name__)
@@ -309,11 +309,13 @@ class MotifPredictor(nn.Module):
         hidden_dim: context LSTM size (``CONTEXT_HIDDEN_DIM`` 512).
         pooling_dim: pair feature size (``CONTEXT_POOLING_DIM`` 4096).
         embed_dim: class embedding size (``EMBED_DIM`` 200).
-        obj_classes: C+1 class names (index 0 background) for the GloVe lookup; default
-            ``["__background__", "class_1", ...]``.
+        obj_classes: C+1 class names (index 0 background); default ``["__background__", "class_1", ...]``.
         pred_dist: ``[C+1, C+1, P+1]`` float frequency statistics for the bias (None: zeros).
-        glove_dir: folder of ``glove.6B.{embed_dim}d.{pt,txt}`` (None/missing: seeded random + one
-            warning).
+        word_vectors: ``[C+2, embed_dim]`` initial class embeddings, rows in the order of
+            :attr:`word_vector_names` (``"start"``, then ``obj_classes``); None: the seeded random
+            vectors of :func:`~sgg.modeling.relation.word_vectors.random_word_vectors`. GloVe vectors
+            are read by the load step (:func:`sgg.modeling.pretrained.load_pretrained`), which calls
+            :meth:`set_word_vectors`; the constructor never opens a file.
         mode: 'predcls' | 'sgcls' | 'sgdet'.
         union_dim: union feature size (default ``in_channels``); an ``up_dim`` Linear maps it to
             ``pooling_dim`` when they differ.
@@ -321,16 +323,15 @@ class MotifPredictor(nn.Module):
             ``CONTEXT_REL_LAYER``.
         use_vision, use_bias: ``PREDICT_USE_VISION`` / ``PREDICT_USE_BIAS``.
         later_nms_thresh: SGDet class-aware NMS IoU (``TEST.RELATION.LATER_NMS_PREDICTION_THRES``).
-        word_vector_cache_dir: where to cache the looked-up vectors (None: no caching).
     """
 
     def __init__(self, num_obj_classes: int = 151, num_rel_classes: int = 51, in_channels: int = 4096,
                  hidden_dim: int = 512, pooling_dim: int = 4096, embed_dim: int = 200,
                  obj_classes: Optional[Sequence[str]] = None, pred_dist=None,
-                 glove_dir: Optional[str] = None, mode: str = "predcls", union_dim: Optional[int] = None,
-                 dropout_rate: float = 0.2, obj_layers: int = 1, rel_layers: int = 1,
-                 use_vision: bool = True, use_bias: bool = True, later_nms_thresh: float = 0.5,
-                 word_vector_cache_dir: Optional[str] = None) -> None:
+                 word_vectors: Optional[torch.Tensor] = None, mode: str = "predcls",
+                 union_dim: Optional[int] = None, dropout_rate: float = 0.2, obj_layers: int = 1,
+                 rel_layers: int = 1, use_vision: bool = True, use_bias: bool = True,
+                 later_nms_thresh: float = 0.5) -> None:
         super().__init__()
         check_mode(mode)
         if obj_classes is None:
@@ -347,7 +348,9 @@ class MotifPredictor(nn.Module):
         self.use_bias = bool(use_bias)
         self.uses_union_features = self.use_vision
 
-        vectors = load_word_vectors(["start"] + obj_classes, glove_dir, embed_dim, cache_dir=word_vector_cache_dir)
+        self.word_vector_names = ["start"] + obj_classes
+        vectors = random_word_vectors(self.word_vector_names, embed_dim) if word_vectors is None else word_vectors
+        self._check_word_vectors(vectors, embed_dim)
         self.context_layer = MotifContext(num_obj_classes, in_channels, hidden_dim, embed_dim, vectors, mode,
                                           dropout_rate=dropout_rate, obj_layers=obj_layers,
                                           rel_layers=rel_layers, later_nms_thresh=later_nms_thresh)
@@ -365,19 +368,36 @@ class MotifPredictor(nn.Module):
             self.up_dim = None
         self.freq_bias = FrequencyBias(num_obj_classes, num_rel_classes, pred_dist) if self.use_bias else None
 
+    def _check_word_vectors(self, vectors: torch.Tensor, embed_dim: int) -> None:
+        want = (len(self.word_vector_names), embed_dim)
+        if tuple(vectors.shape) != want:
+            raise ValueError(f"word_vectors must have shape {want} (rows: 'start' + the {want[0] - 1} class names, "
+                             f"columns: EMBED_DIM), got {tuple(vectors.shape)}")
+
+    @torch.no_grad()
+    def set_word_vectors(self, vectors: torch.Tensor) -> None:
+        """Initialise the class embeddings (``obj_embed1``, ``obj_embed2`` and the object decoder's)
+        from ``vectors`` ``[C+2, embed_dim]``, rows in the order of :attr:`word_vector_names`."""
+        ctx = self.context_layer
+        self._check_word_vectors(vectors, ctx.embed_dim)
+        vectors = vectors.to(ctx.obj_embed1.weight)
+        ctx.obj_embed1.weight.copy_(vectors[1:])
+        ctx.obj_embed2.weight.copy_(vectors[1:])
+        if hasattr(ctx, "decoder_rnn"):
+            ctx.decoder_rnn.obj_embed.weight.copy_(vectors)
+
     @classmethod
     def from_config(cls, cfg, *, in_channels: int, num_obj_classes: int, num_rel_classes: int, mode: str,
                     union_dim: Optional[int] = None, obj_classes: Optional[Sequence[str]] = None,
-                    pred_dist=None, word_vector_cache_dir: Optional[str] = None) -> "MotifPredictor":
+                    pred_dist=None, word_vectors: Optional[torch.Tensor] = None) -> "MotifPredictor":
         rh = cfg.MODEL.ROI_RELATION_HEAD
         return cls(
             num_obj_classes=num_obj_classes, num_rel_classes=num_rel_classes, in_channels=in_channels,
             hidden_dim=rh.CONTEXT_HIDDEN_DIM, pooling_dim=rh.CONTEXT_POOLING_DIM, embed_dim=rh.EMBED_DIM,
-            obj_classes=obj_classes, pred_dist=pred_dist, glove_dir=cfg.GLOVE_DIR or None, mode=mode,
+            obj_classes=obj_classes, pred_dist=pred_dist, word_vectors=word_vectors, mode=mode,
             union_dim=union_dim, dropout_rate=rh.CONTEXT_DROPOUT_RATE, obj_layers=rh.CONTEXT_OBJ_LAYER,
             rel_layers=rh.CONTEXT_REL_LAYER, use_vision=rh.PREDICT_USE_VISION, use_bias=rh.PREDICT_USE_BIAS,
             later_nms_thresh=cfg.TEST.RELATION.LATER_NMS_PREDICTION_THRES,
-            word_vector_cache_dir=word_vector_cache_dir,
         )
 
     def forward(self, roi_features: torch.Tensor, proposals: Sequence[Instances],

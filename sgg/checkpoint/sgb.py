@@ -56,7 +56,7 @@ does; :data:`SGB_COMPAT_OPTS` holds the same as command-line overrides)::
     MODEL.ROI_BOX_HEAD.NUM_CLASSES 151
     INPUT.MIN_SIZE_TEST 600  INPUT.MAX_SIZE_TEST 1000
 
-:func:`load_detector_checkpoint` (``MODEL.PRETRAINED_DETECTOR_CKPT``) recognises SGB files
+:func:`sgg.modeling.pretrained.load_detector_checkpoint` (``MODEL.PRETRAINED_DETECTOR_CKPT``) recognises SGB files
 (:func:`is_sgb_checkpoint`) and converts them on the fly; ``tools/convert_sgb_checkpoint.py``
 converts files in either direction. :func:`sgb_convention_mismatches` lists the numeric
 conventions above that a built detector does not follow (logged as a warning on loading).
@@ -72,7 +72,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from sgg.checkpoint import CheckpointError
+from .checkpointer import CheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -405,8 +405,9 @@ def convert_checkpoint_file(src: str, dst: str, *, reverse: bool = False,
         CheckpointError: ``src`` is unreadable, holds no state dict, is in the wrong format for
             the direction, or does not fit ``model_state`` (message names keys, shapes, fix).
     """
-    from sgg.checkpoint import load_checkpoint_file
     from sgg.utils.io import atomic_torch_save
+
+    from .checkpointer import load_checkpoint_file
 
     if not os.path.isfile(src):
         raise FileNotFoundError(f"checkpoint file not found: '{src}'")

@@ -1,0 +1,406 @@
+"""Checkpoints: atomic save, resume with fallback, model loading with clear errors.
+
+A training checkpoint ``<OUTPUT_DIR>/<name>.pth`` is one ``torch.save`` dict::
+
+    {"model": state dict (unwrapped from DDP), "optimizer": ..., "scheduler": ..., "scaler": ...,
+     "ema": ... (when used), "iteration": int (completed iterations), "rng_states": [per rank
+     {"python", "numpy", "torch", "cuda"?}], "config": the run's config as YAML,
+     "metadata": the model's ``metadata`` (class / predicate names, protocol, ...), ...extra}
+
+Writes are atomic (:mod:`sgg.utils.io`): a crash mid-write leaves the previous file (and
+``last_checkpoint``) untouched. ``last_checkpoint`` (a text file holding the checkpoint's file
+name, as in SGB / detectron2) is written the same way after the checkpoint. Only rank 0 writes.
+
+Everything stored is plain tensors / Python containers, so files load with
+``torch.load(weights_only=True)``; files with other objects (old checkpoints) fall back to a full
+unpickle, which is only done for files you point the code at.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import random
+import re
+from collections import OrderedDict
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from sgg.utils import comm
+from sgg.utils.io import atomic_torch_save, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+LAST_CHECKPOINT = "last_checkpoint"
+FINAL_NAME = "model_final"
+BEST_NAME = "model_best"
+_RESUMABLE = re.compile(r"^model_(\d+|final)\.pth$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or does not fit the model (message names file / keys)."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """The file is truncated or otherwise unreadable (the message names it)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG state
+# ---------------------------------------------------------------------------------------------
+def get_rng_state() -> Dict[str, Any]:
+    """This process's RNG states (python, numpy, torch CPU, current CUDA device if initialised)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state: Dict[str, Any] = {
+        "python": random.getstate(),
+        # numpy's state as tensors / ints so the file loads with weights_only=True
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    if "python" in state:
+        py = state["python"]
+        random.setstate((py[0], tuple(py[1]), py[2]))
+    if "numpy" in state:
+        n = state["numpy"]
+        np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                             n["cached_gaussian"]))
+    if "torch" in state:
+        torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"].cpu())
+
+
+def restore_rank_rng(states: Optional[Sequence[Mapping[str, Any]]]) -> bool:
+    """Restore this rank's entry of a per-rank list of RNG states; returns whether it did."""
+    if not states:
+        return False
+    rank, world = comm.get_rank(), comm.get_world_size()
+    if len(states) != world:
+        if rank >= len(states):
+            logger.warning("checkpoint has RNG states of %d ranks, this run has %d: rank %d keeps its fresh "
+                           "seed (the continuation is not bit-identical to an uninterrupted run)",
+                           len(states), world, rank)
+            return False
+        logger.warning("checkpoint has RNG states of %d ranks, this run has %d: the continuation is not "
+                       "bit-identical to an uninterrupted run", len(states), world)
+    set_rng_state(states[rank])
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading files and loading model weights
+# ---------------------------------------------------------------------------------------------
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(torch.is_tensor(v) for v in obj.values())
+
+
+def load_checkpoint_file(path: str) -> Dict[str, Any]:
+    """Read a checkpoint onto the CPU. A bare state dict comes back as ``{"model": state_dict}``.
+
+    Raises FileNotFoundError for a missing file and :class:`CheckpointError` naming the file when
+    it is truncated or corrupted.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            if "weights_only" not in str(e) and "Weights only" not in str(e):
+                raise
+            # Not a file of ours (e.g. an SGB checkpoint with pickled objects): full unpickle.
+            logger.info("%s holds objects beyond tensors; loading it with weights_only=False", path)
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - every reader error means the same thing to the user
+        size = os.path.getsize(path)
+        raise CorruptCheckpointError(
+            f"cannot read checkpoint {path} ({size} bytes): the file is truncated or corrupted "
+            f"({type(e).__name__}: {e}). Delete it or point to another checkpoint."
+        ) from e
+    if _is_state_dict(obj):
+        return {"model": obj}
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict")
+    return obj
+
+
+def read_state_dict(path: str, key: str = "") -> Dict[str, torch.Tensor]:
+    """Read a local weight file: a bare state dict or one under ``"model"`` / ``"state_dict"``.
+
+    A leading ``module.`` (DataParallel / DDP) is stripped. Nothing is ever downloaded. ``key``
+    names the setting in the error for a missing file.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"weight file not found: '{path}'{f' ({key})' if key else ''}. Weights are read from local files "
+            f"only; set {key or 'the config key (e.g. MODEL.BACKBONE.WEIGHTS)'} to an existing file or to '' "
+            f"for random init.")
+    obj = load_checkpoint_file(path)
+    state = obj.get("model", obj.get("state_dict"))
+    if not isinstance(state, dict):
+        raise ValueError(f"'{path}' holds no state dict (top-level keys: {sorted(obj)[:10]})")
+    return OrderedDict((k[len("module."):] if k.startswith("module.") else k, v) for k, v in state.items())
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel / DataParallel."""
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    return model
+
+
+def load_model_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
+                     load_mapping: Optional[Mapping[str, str]] = None,
+                     source: str = "checkpoint") -> Tuple[List[str], List[str]]:
+    """Load ``state_dict`` into ``model`` (non-strict) and return ``(missing, unexpected)`` keys.
+
+    * keys prefixed ``module.`` (saved from a DDP-wrapped model) are accepted;
+    * ``load_mapping`` ``{src_prefix: dst_prefix}`` additionally copies every ``src_prefix*`` entry
+      to ``dst_prefix*`` where the model has no such entry in the file (SGB's ``load_mapping``,
+      used to initialise the relation head's own box-feature copy from the detector);
+    * a shape mismatch is an error naming every such key with both shapes;
+    * missing / unexpected keys are logged.
+    """
+    model = unwrap_model(model)
+    own = model.state_dict()
+    sd = dict(state_dict)
+    if any(k.startswith("module.") for k in sd) and not any(k.startswith("module.") for k in own):
+        sd = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
+    for src, dst in (load_mapping or {}).items():
+        for k in list(sd):
+            if k.startswith(src):
+                new = dst + k[len(src):]
+                if new not in sd and new in own:
+                    sd[new] = sd[k]
+    mismatched = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in sd.items()
+                  if k in own and torch.is_tensor(v) and tuple(v.shape) != tuple(own[k].shape)]
+    if mismatched:
+        lines = "\n".join(f"  {k}: {source} has shape {a}, model has shape {b}" for k, a, b in mismatched)
+        raise CheckpointError(f"shape mismatch loading {source} into {type(model).__name__} "
+                              f"({len(mismatched)} keys):\n{lines}")
+    result = model.load_state_dict(sd, strict=False)
+    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+
+    def _show(keys: List[str]) -> str:
+        return ", ".join(keys[:20]) + (f", ... ({len(keys) - 20} more)" if len(keys) > 20 else "")
+
+    if missing:
+        logger.warning("%d keys of the model are not in %s (left as initialised): %s",
+                       len(missing), source, _show(missing))
+    if unexpected:
+        logger.warning("%d keys of %s are not in the model (ignored): %s", len(unexpected), source,
+                       _show(unexpected))
+    if not missing and not unexpected:
+        logger.info("loaded all %d model tensors from %s", len(own), source)
+    return missing, unexpected
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpointer
+# ---------------------------------------------------------------------------------------------
+class Checkpointer:
+    """Save / load the model and any objects with ``state_dict`` / ``load_state_dict``.
+
+    Args:
+        model: the model (a DDP wrapper is unwrapped).
+        save_dir: where checkpoints and ``last_checkpoint`` live (usually OUTPUT_DIR).
+        cfg: the run's config, stored as YAML in every checkpoint (optional).
+        save_to_disk: write files (default: only on the main process).
+        **checkpointables: e.g. ``optimizer=..., scheduler=..., scaler=..., ema=...``.
+    """
+
+    def __init__(self, model: nn.Module, save_dir: str = "", *, cfg: Any = None,
+                 save_to_disk: Optional[bool] = None, **checkpointables: Any) -> None:
+        self.model = unwrap_model(model)
+        self.save_dir = save_dir
+        self.cfg = cfg
+        self.save_to_disk = comm.is_main_process() if save_to_disk is None else save_to_disk
+        self.checkpointables: Dict[str, Any] = {k: v for k, v in checkpointables.items() if v is not None}
+
+    def add_checkpointable(self, name: str, obj: Any) -> None:
+        if name in ("model", "iteration", "rng_states", "config", "metadata"):
+            raise ValueError(f"{name!r} is a reserved checkpoint key")
+        self.checkpointables[name] = obj
+
+    # -- paths ------------------------------------------------------------------------------------
+    def path_of(self, name: str) -> str:
+        return os.path.join(self.save_dir, name if name.endswith(".pth") else name + ".pth")
+
+    def _last_file(self) -> str:
+        return os.path.join(self.save_dir, LAST_CHECKPOINT)
+
+    def has_checkpoint(self) -> bool:
+        return bool(self.save_dir) and os.path.isfile(self._last_file())
+
+    def get_checkpoint_file(self) -> str:
+        """The file named in ``last_checkpoint`` ("" when there is none)."""
+        return _read_last_checkpoint(self.save_dir)
+
+    def tag_last_checkpoint(self, filename: str) -> None:
+        if self.save_to_disk:
+            atomic_write_text(self._last_file(), os.path.basename(filename) + "\n")
+
+    # -- saving -----------------------------------------------------------------------------------
+    def save(self, name: str, **extra: Any) -> Optional[str]:
+        """Write a full checkpoint ``<save_dir>/<name>.pth`` atomically and tag it in
+        ``last_checkpoint``; returns the path (None on ranks that do not write).
+
+        ``extra`` is stored as is (e.g. ``iteration=...``). When it has no ``rng_states`` the RNG
+        state of this process is stored (the trainer passes every rank's).
+        """
+        if not self.save_to_disk or not self.save_dir:
+            return None
+        data: Dict[str, Any] = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        if self.cfg is not None and "config" not in extra:
+            data["config"] = self.cfg.dump() if hasattr(self.cfg, "dump") else str(self.cfg)
+        if getattr(self.model, "metadata", None) is not None and "metadata" not in extra:
+            data["metadata"] = dict(self.model.metadata)
+        if "rng_states" not in extra:
+            data["rng_states"] = [get_rng_state()]
+        data.update(extra)
+        path = self.path_of(name)
+        atomic_torch_save(data, path)
+        self.tag_last_checkpoint(path)
+        logger.info("saved checkpoint %s", path)
+        return path
+
+    def save_model(self, name: str, state_dict: Optional[Mapping[str, torch.Tensor]] = None,
+                   **extra: Any) -> Optional[str]:
+        """Write weights only (``{"model": ..., **extra}``), atomically, without touching
+        ``last_checkpoint`` (used for ``model_best.pth``)."""
+        if not self.save_to_disk or not self.save_dir:
+            return None
+        data = {"model": dict(state_dict) if state_dict is not None else self.model.state_dict()}
+        if self.cfg is not None and "config" not in extra:
+            data["config"] = self.cfg.dump() if hasattr(self.cfg, "dump") else str(self.cfg)
+        if getattr(self.model, "metadata", None) is not None and "metadata" not in extra:
+            data["metadata"] = dict(self.model.metadata)
+        data.update(extra)
+        path = self.path_of(name)
+        atomic_torch_save(data, path)
+        logger.info("saved %s", path)
+        return path
+
+    # -- loading ----------------------------------------------------------------------------------
+    def resolve(self, path: str) -> str:
+        """A directory means the checkpoint named in its ``last_checkpoint``."""
+        if os.path.isdir(path):
+            name = _read_last_checkpoint(path)
+            if not name:
+                raise FileNotFoundError(f"{path} is a directory without a '{LAST_CHECKPOINT}' file; "
+                                        f"pass a checkpoint file instead")
+            return name
+        return path
+
+    def load(self, path: str, *, model_only: bool = False, restore_rng: bool = False,
+             load_mapping: Optional[Mapping[str, str]] = None, prefer_ema: bool = False) -> Dict[str, Any]:
+        """Load ``path`` (a file, or a directory -> its last checkpoint).
+
+        Loads the model and, unless ``model_only``, every checkpointable present in the file.
+        With ``prefer_ema`` (evaluation) the model gets the EMA weights when the file has them
+        (``SOLVER.EMA_DECAY`` > 0: the weights validation used), else its ``model`` weights.
+        Returns what is left of the file (``iteration``, ``rng_states``, extras) plus ``path`` and
+        ``restored`` (names of the checkpointables restored). With ``restore_rng`` this rank's RNG
+        state is restored too.
+        """
+        path = self.resolve(path)
+        logger.info("loading checkpoint %s%s", path, " (model weights only)" if model_only else "")
+        ckpt = load_checkpoint_file(path)
+        if "model" not in ckpt:
+            raise CheckpointError(f"checkpoint {path} has no 'model' entry (keys: {sorted(ckpt)})")
+        weights = ckpt.pop("model")
+        ema = ckpt.get("ema")
+        if prefer_ema and isinstance(ema, Mapping) and "model" in ema:
+            logger.info("using the EMA weights of %s (%d updates)", path, int(ema.get("updates", 0)))
+            weights = ema["model"]
+        load_model_state(self.model, weights, load_mapping=load_mapping, source=path)
+        if model_only:
+            return {}
+        restored = []
+        for key, obj in self.checkpointables.items():
+            if key not in ckpt:
+                logger.warning("checkpoint %s has no '%s' state; keeping the current one", path, key)
+                continue
+            state = ckpt.pop(key)
+            if isinstance(state, Mapping) and len(state) == 0:
+                continue  # e.g. a disabled GradScaler saves {}
+            try:
+                obj.load_state_dict(state)
+            except Exception as e:  # noqa: BLE001
+                raise CheckpointError(f"cannot restore '{key}' from {path}: {type(e).__name__}: {e}") from e
+            restored.append(key)
+        if restore_rng:
+            restore_rank_rng(ckpt.get("rng_states"))
+        ckpt["path"] = path
+        ckpt["restored"] = restored
+        return ckpt
+
+    def _resume_candidates(self) -> List[str]:
+        """The tagged checkpoint first, then older resumable files of save_dir, newest first."""
+        tagged = self.get_checkpoint_file()
+        out = [tagged] if tagged else []
+
+        def number(fname: str) -> float:
+            m = _RESUMABLE.match(os.path.basename(fname))
+            if not m:
+                return float("inf")
+            return float("inf") if m.group(1) == "final" else float(m.group(1))
+
+        limit = number(tagged) if tagged else float("inf")
+        others = []
+        for fname in os.listdir(self.save_dir):
+            full = os.path.join(self.save_dir, fname)
+            if _RESUMABLE.match(fname) and os.path.abspath(full) != os.path.abspath(tagged or ""):
+                if number(fname) < limit or limit == float("inf"):
+                    others.append(full)
+        others.sort(key=number, reverse=True)
+        return out + others
+
+    def resume_or_load(self, path: Optional[str] = "", *, resume: bool = True,
+                       restore_rng: bool = True) -> Dict[str, Any]:
+        """With ``resume`` and a ``last_checkpoint`` in save_dir: load that checkpoint fully (when
+        it is corrupt or missing, fall back to the newest older complete one and say so).
+        Otherwise load only the model weights from ``path`` (if given) and return ``{}``."""
+        if resume and self.has_checkpoint():
+            errors = []
+            for cand in self._resume_candidates():
+                try:
+                    out = self.load(cand, restore_rng=restore_rng)
+                except (CorruptCheckpointError, FileNotFoundError) as e:
+                    logger.error("cannot resume from %s: %s", cand, e)
+                    errors.append(f"{cand}: {e}")
+                    continue
+                if errors:
+                    logger.warning("resumed from the previous complete checkpoint %s instead", cand)
+                return out
+            raise CheckpointError("no readable checkpoint to resume from in "
+                                  f"{self.save_dir}:\n" + "\n".join(errors))
+        if path:
+            self.load(path, model_only=True)
+        return {}
+
+
+def _read_last_checkpoint(save_dir: str) -> str:
+    last = os.path.join(save_dir, LAST_CHECKPOINT)
+    if not os.path.isfile(last):
+        return ""
+    with open(last, "r") as f:
+        name = f.read().strip()
+    if not name:
+        return ""
+    if os.path.isabs(name) and os.path.exists(name):
+        return name  # SGB wrote absolute paths
+    return os.path.join(save_dir, os.path.basename(name))
