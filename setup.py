@@ -1,4 +1,8 @@
-"""sgg: scene graph generation on current PyTorch (pip install -e .[dev])."""
+"""sgg: scene graph generation on current PyTorch (pip install -e .[dev]).
+
+The distribution is named ``sgg-bench`` (``sgg`` on PyPI is an unrelated project); the import
+name is ``sgg``, and the console command ``sgg`` runs the tools (``sgg relation_train_net ...``).
+"""
 import os
 import re
 
@@ -11,14 +15,19 @@ with open(os.path.join(here, "README.md")) as f:
     long_description = f.read()
 
 setup(
-    name="sgg",
+    name="sgg-bench",
     version=version,
     description="Scene graph generation (two-stage Motifs, HML, one-stage CoRF, STDG) on plain PyTorch",
     long_description=long_description,
     long_description_content_type="text/markdown",
-    license="MIT",
+    license="MIT",  # no "License ::" classifier: setuptools >= 77 deprecates it for this field
+    project_urls={
+        # the codebase whose configs, data files and checkpoints sgg reads
+        "Scene-Graph-Benchmark": "https://github.com/KaihuaTang/Scene-Graph-Benchmark.pytorch",
+    },
     python_requires=">=3.9",
-    packages=find_packages(include=["sgg", "sgg.*"]),
+    packages=find_packages(include=["sgg", "sgg.*"]),  # sgg.cli included
+    entry_points={"console_scripts": ["sgg = sgg.cli:main"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
@@ -38,7 +47,6 @@ setup(
         "dev": ["pytest>=7", "pytest-timeout>=2.1"],
     },
     classifiers=[
-        "License :: OSI Approved :: MIT License",
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],

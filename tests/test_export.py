@@ -103,7 +103,7 @@ def test_decoding_exported_fields_gives_the_models_scene_graphs(data_root, tmp_p
     cfg = _cfg(data_root, tmp_path, "deform", "sgdet", "MODEL.ONESTAGE.REL_THRESHOLD", "0.09")
     model = _model(cfg)
     dataset = build_dataset(cfg, cfg.DATASETS.TEST[0], is_train=False, mode="sgdet")
-    mapper = SceneGraphMapper(cfg, is_train=False, mode="sgdet")
+    mapper = SceneGraphMapper.from_config(cfg, is_train=False, mode="sgdet")
     batch = [mapper(dataset[i]) for i in range(3)]
     images, sizes = model.preprocess([d["image"] for d in batch])
     assert any(tuple(s) != tuple(images.shape[-2:]) for s in sizes)  # padded batch, as the model sees it

@@ -1,44 +1,12 @@
 #!/usr/bin/env python
-"""Compare the metrics of several runs side by side (e.g. plain Motifs vs HML).
-
-    python tools/compare_runs.py plain=output/motifs/inference/synthvg_small_test/relation_metrics.json \
-        hml=output/hml/inference/synthvg_small_test/relation_metrics.json \
-        [--statistics output/motifs/<name>_statistics.npz]
-
-Prints R@K / mR@K / F@K and the per-predicate R@100 table ordered head -> tail by the training
-predicate counts of the statistics file (SGB's order otherwise), with head/body/tail means.
-"""
-import argparse
-import json
+"""``sgg compare_runs`` run from a checkout (the code: sgg/cli/compare_runs.py)."""
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a checkout, not installed
 
-import numpy as np  # noqa: E402
-
-from sgg.evaluation.report import format_comparison  # noqa: E402
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", metavar="NAME=METRICS_JSON")
-    parser.add_argument("--statistics", default="", help="a *_statistics.npz (for the head -> tail order)")
-    args = parser.parse_args(argv)
-    runs = {}
-    for item in args.runs:
-        name, sep, path = item.partition("=")
-        if not sep:
-            parser.error(f"'{item}': expected NAME=PATH")
-        with open(path) as f:
-            runs[name] = json.load(f)
-    freq = None
-    if args.statistics:
-        with np.load(args.statistics, allow_pickle=False) as z:
-            freq = z["predicate_counts"]
-    first = next(iter(runs.values()))
-    print(format_comparison(runs, predicate_frequency=freq, predicate_names=first.get("predicate_names")))
-
+from sgg.cli import run_command  # noqa: E402
+from sgg.cli.compare_runs import main  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

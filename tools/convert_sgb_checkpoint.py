@@ -1,64 +1,12 @@
 #!/usr/bin/env python
-"""Convert a Faster R-CNN checkpoint between Scene-Graph-Benchmark (maskrcnn_benchmark) and sgg names.
-
-    # SGB -> sgg (shape-checked against the config's detector when --config-file / overrides are given)
-    python tools/convert_sgb_checkpoint.py --input checkpoints/pretrained_faster_rcnn/model_final.pth \
-        --output checkpoints/detector_sgg.pth --config-file configs/e2e_relation_X_101_32_8_FPN_1x.yaml
-    # sgg -> SGB (a detector trained with tools/detector_train_net.py, for SGB's code)
-    python tools/convert_sgb_checkpoint.py --reverse --input output/detector/model_final.pth \
-        --output model_final_sgb.pth
-
-Conversion is not needed to use an SGB file in sgg: MODEL.PRETRAINED_DETECTOR_CKPT reads it
-directly. The output is ``{"model": state_dict}``. Anchor buffers are dropped; attribute / relation
-heads and other unknown keys are skipped and listed. The key mapping and the config keys an SGB
-detector needs are in sgg/modeling/detector/sgb_compat.py (SGB_COMPAT).
-"""
-from __future__ import annotations
-
-import argparse
+"""``sgg convert_sgb_checkpoint`` run from a checkout (the code: sgg/cli/convert_sgb_checkpoint.py)."""
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a checkout, not installed
 
-from sgg.checkpoint import CheckpointError  # noqa: E402
-from sgg.config import ConfigError, load_config  # noqa: E402
-from sgg.modeling.detector import build_detector  # noqa: E402
-from sgg.modeling.detector.sgb_compat import convert_checkpoint_file, format_report  # noqa: E402
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", required=True, metavar="FILE", help="checkpoint to convert")
-    p.add_argument("--output", required=True, metavar="FILE", help="where to write the converted checkpoint")
-    p.add_argument("--reverse", action="store_true", help="sgg -> SGB names (default: SGB -> sgg)")
-    p.add_argument("--prefix", default="", help="with --reverse: take the keys under this prefix, e.g. "
-                                                "'detector.' for a whole relation-model checkpoint")
-    p.add_argument("--config-file", default="", metavar="FILE",
-                   help="config of the sgg detector to check the shapes against (optional)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
-    return p.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        model_state = None
-        if args.config_file or args.opts:
-            cfg = load_config(args.config_file, args.opts)
-            model_state = build_detector(cfg).state_dict()
-        report = convert_checkpoint_file(args.input, args.output, reverse=args.reverse,
-                                         model_state=model_state, prefix=args.prefix)
-    except (FileNotFoundError, CheckpointError, ConfigError, KeyError, ValueError) as e:
-        print(f"convert_sgb_checkpoint: error: {e}", file=sys.stderr)
-        return 1
-    direction = "sgg -> SGB" if args.reverse else "SGB -> sgg"
-    print(format_report(report, f"{args.input} ({direction})"))
-    if model_state is None:
-        print("  (no --config-file: shapes not checked against a detector config)")
-    print(f"wrote {args.output}")
-    return 0
-
+from sgg.cli import run_command  # noqa: E402
+from sgg.cli.convert_sgb_checkpoint import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -1,57 +1,12 @@
 #!/usr/bin/env python
-"""Score a saved predictions file (.npz written by the evaluator) against a dataset split.
-
-    python tools/evaluate_predictions.py --predictions OUTPUT_DIR/inference/predictions.npz \
-        --config-file configs/synthvg/small_predcls.yaml [DATASETS.TEST "('synthvg_small_test',)"] [KEY VALUE ...]
-
-Prints SGB's table and writes <name>.json (fractions), <name>.txt and <name>_per_predicate.png
-(R@100 per predicate, head -> tail by training frequency) to OUTPUT_DIR.
-"""
-import argparse
+"""``sgg evaluate_predictions`` run from a checkout (the code: sgg/cli/evaluate_predictions.py)."""
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a checkout, not installed
 
-from sgg.config import load_config  # noqa: E402
-from sgg.data.catalog import find_zeroshot_file, get_dataset_files, train_split_of  # noqa: E402
-from sgg.data.datasets import VG150Dataset, load_zeroshot_triplets  # noqa: E402
-from sgg.data.statistics import get_dataset_statistics  # noqa: E402
-from sgg.evaluation import format_report, format_summary_table, write_report  # noqa: E402
-from sgg.evaluation.rescore import rescore_predictions  # noqa: E402
-from sgg.utils.logger import setup_logger  # noqa: E402
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--predictions", required=True, metavar="FILE")
-    parser.add_argument("--config-file", default="", metavar="FILE")
-    parser.add_argument("--name", default="relation_metrics", help="report file name stem")
-    parser.add_argument("--no-box-ap", action="store_true", help="skip the COCO box AP")
-    parser.add_argument("--frequency-prior", action="store_true",
-                        help="replace the file's relations by the frequency prior over the file's own objects "
-                             "(the 'prior through the same boxes' baseline)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config_file, args.opts)
-    setup_logger(cfg.OUTPUT_DIR)
-    files = get_dataset_files(cfg.DATASETS.TEST[0], cfg.DATASETS.DATA_DIR)
-    dataset = VG150Dataset(files.roidb_file, files.dict_file, files.image_file, files.img_dir, files.split,
-                           num_val_im=cfg.DATASETS.NUM_VAL_IMAGES, check_images=False)
-    zs_file = find_zeroshot_file(files, cfg.DATASETS.ZEROSHOT_FILE)
-    train_files = get_dataset_files(train_split_of(files.name), cfg.DATASETS.DATA_DIR)
-    stats = get_dataset_statistics(train_files, cache_dir=cfg.OUTPUT_DIR, num_val_im=cfg.DATASETS.NUM_VAL_IMAGES)
-    metrics = rescore_predictions(args.predictions, dataset,
-                                  zeroshot_triplets=load_zeroshot_triplets(zs_file) if zs_file else None,
-                                  iou_threshold=cfg.TEST.RELATION.IOU_THRESHOLD,
-                                  with_box_ap=not args.no_box_ap,
-                                  prior_pred_dist=stats["pred_dist"] if args.frequency_prior else None)
-    paths = write_report(metrics, cfg.OUTPUT_DIR, name=args.name, predicate_frequency=stats["predicate_counts"],
-                         predicate_names=dataset.ind_to_predicates[1:])
-    print(format_report(metrics, predicate_names=dataset.ind_to_predicates[1:]))
-    print(format_summary_table(metrics))
-    print("written: " + ", ".join(paths.values()))
-
+from sgg.cli import run_command  # noqa: E402
+from sgg.cli.evaluate_predictions import main  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

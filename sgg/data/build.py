@@ -154,7 +154,7 @@ def build_train_loader(cfg, mode: Optional[str] = None, start_iter: int = 0, dat
     """Infinite training loader of lists of mapper outputs (module docstring).
 
     ``dataset`` / ``mapper`` default to the config's ``DATASETS.TRAIN`` and
-    ``SceneGraphMapper(cfg, True, mode)``. ``start_iter`` resumes the sample stream.
+    ``SceneGraphMapper.from_config(cfg, True, mode)``. ``start_iter`` resumes the sample stream.
     """
     mode = mode or protocol_from_config(cfg)
     batch = _per_rank(cfg.SOLVER.IMS_PER_BATCH, "SOLVER.IMS_PER_BATCH")
@@ -163,7 +163,7 @@ def build_train_loader(cfg, mode: Optional[str] = None, start_iter: int = 0, dat
         if not sets:
             raise ValueError("DATASETS.TRAIN is empty")
         dataset = sets[0] if len(sets) == 1 else ConcatDataset(sets)
-    mapper = mapper or SceneGraphMapper(cfg, is_train=True, mode=mode)
+    mapper = mapper or SceneGraphMapper.from_config(cfg, is_train=True, mode=mode)
     sampler = TrainingSampler(len(dataset), shuffle=True, seed=cfg.SEED,
                               start=start_iter * cfg.SOLVER.IMS_PER_BATCH)
     if cfg.DATALOADER.ASPECT_RATIO_GROUPING:
@@ -189,7 +189,7 @@ def build_test_loader(cfg, name: str, mode: Optional[str] = None, dataset=None,
     mode = mode or protocol_from_config(cfg)
     batch = _per_rank(cfg.TEST.IMS_PER_BATCH, "TEST.IMS_PER_BATCH")
     dataset = dataset if dataset is not None else build_dataset(cfg, name, is_train=False, mode=mode)
-    mapper = mapper or SceneGraphMapper(cfg, is_train=False, mode=mode)
+    mapper = mapper or SceneGraphMapper.from_config(cfg, is_train=False, mode=mode)
     return torch.utils.data.DataLoader(
         MapDataset(dataset, mapper), batch_size=batch, sampler=InferenceSampler(len(dataset)), drop_last=False,
         num_workers=cfg.DATALOADER.NUM_WORKERS, collate_fn=trivial_batch_collator, worker_init_fn=worker_init_fn)

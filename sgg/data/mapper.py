@@ -59,9 +59,9 @@ def _default_depth_loader(path: str, scale: float) -> np.ndarray:
 class SceneGraphMapper:
     """Callable turning a dataset dict into a model input (module docstring).
 
-    Build it from a config, ``SceneGraphMapper(cfg, is_train, mode)``, or from keywords,
-    ``SceneGraphMapper(is_train=True, mode="sgdet", min_size_train=(600,), ...)``; keywords given
-    with a config override the config's values.
+    Build it from keywords, ``SceneGraphMapper(is_train=True, mode="sgdet", min_size_train=(600,),
+    ...)``, or from a config, ``SceneGraphMapper.from_config(cfg, is_train, mode, **overrides)``
+    (keywords given there override the config's values).
 
     Args (keywords):
         is_train: training augmentations (random size, flips, jitter) vs the test resize.
@@ -83,16 +83,10 @@ class SceneGraphMapper:
         depth_loader: ``(path, scale) -> float32 [H, W]`` (default ``vg150.load_depth``).
     """
 
-    def __init__(self, cfg: Optional[CN] = None, is_train: bool = True, mode: str = "sgdet", **kwargs: Any) -> None:
-        params: Dict[str, Any] = self.from_config(cfg, is_train, mode) if cfg is not None else {}
-        params.update(is_train=is_train, mode=mode)
-        params.update(kwargs)
-        self._setup(**params)
-
-    @staticmethod
-    def from_config(cfg: CN, is_train: bool, mode: str) -> Dict[str, Any]:
+    @classmethod
+    def from_config(cls, cfg: CN, is_train: bool = True, mode: str = "sgdet", **overrides: Any) -> "SceneGraphMapper":
         inp = cfg.INPUT
-        return dict(
+        params: Dict[str, Any] = dict(
             min_size_train=tuple(inp.MIN_SIZE_TRAIN),
             max_size_train=inp.MAX_SIZE_TRAIN,
             min_size_test=inp.MIN_SIZE_TEST,
@@ -110,8 +104,10 @@ class SceneGraphMapper:
             depth_encoding=inp.DEPTH_ENCODING,
             depth_focal=float(inp.DEPTH_FOCAL),
         )
+        params.update(overrides)
+        return cls(is_train, mode, **params)
 
-    def _setup(self, *, is_train: bool, mode: str, min_size_train: Sequence[int] = (600,),
+    def __init__(self, is_train: bool = True, mode: str = "sgdet", *, min_size_train: Sequence[int] = (600,),
                max_size_train: int = 1000, min_size_test: int = 600, max_size_test: int = 1000,
                hflip_prob: float = 0.0, vflip_prob: float = 0.0, brightness: float = 0.0,
                contrast: float = 0.0, saturation: float = 0.0, hue: float = 0.0, load_depth: bool = False,

@@ -1,7 +1,9 @@
 """Distillation and memory terms built by the trainer, not by the model (DESIGN.md, data flow 5):
 they take the model (and frozen stage-1 parameters / a frozen parent) and return extra ``loss_*``
-terms. :mod:`sgg.distill.hml`: Hierarchical Memory Learning (specs/hml.md);
+terms. :mod:`sgg.distill.base`: the :class:`Distillation` contract both methods follow;
+:mod:`sgg.distill.hml`: Hierarchical Memory Learning (specs/hml.md);
 :mod:`sgg.distill.depth_teacher`: the STDG depth teacher of the one-stage model (specs/onestage.md)."""
+from .base import Distillation, Tap
 from .depth_teacher import (
     STDG_MODES,
     DepthTeacherDistillation,
@@ -15,15 +17,18 @@ from .depth_teacher import (
     valid_cell_mask,
     validate_stdg_config,
 )
-from .hierarchy import HIERARCHY_FILE, IGNORE_INDEX, PredicateHierarchy
 from .hml import (
+    HIERARCHY_FILE,
+    IGNORE_INDEX,
     STAGE1_FILE,
     HMLLoss,
     HMLRelationLoss,
     ParameterAnchoring,
+    PredicateHierarchy,
     PredictionDistillation,
     RelationHeadTap,
     Stage1State,
+    TapRecord,
     all_reduce_mean,
     build_hierarchy,
     build_parent_head,
@@ -48,6 +53,6 @@ from .hml import (
     validate_hml_config,
 )
 
-from . import depth_teacher, hierarchy, hml
+from . import base, depth_teacher, hml
 
-__all__ = [*depth_teacher.__all__, *hierarchy.__all__, *hml.__all__]
+__all__ = [*base.__all__, *depth_teacher.__all__, *hml.__all__]

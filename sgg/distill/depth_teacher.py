@@ -8,9 +8,9 @@ Two stages, chosen by ``MODEL.STDG.MODE``:
   "normalized": ``[3, H, W]`` in [0, 1]) normalised with ``MODEL.STDG.DEPTH_PIXEL_MEAN`` /
   ``DEPTH_PIXEL_STD`` (0 / 1: the encoding is already normalised).
 * ``"combine"`` (stage 2): an RGB student of the same architecture (the config's model) trained on
-  GT plus :class:`DepthTeacherDistillation`, a trainer ``extra_losses`` term holding the stage-1
-  model (``MODEL.STDG.TEACHER_WEIGHTS``, EMA weights preferred) as a frozen teacher that sees the
-  batch's depth encoding:
+  GT plus :class:`DepthTeacherDistillation` (a :class:`~sgg.distill.base.Distillation`), a trainer
+  ``extra_losses`` term holding the stage-1 model (``MODEL.STDG.TEACHER_WEIGHTS``, EMA weights
+  preferred) as a frozen teacher that sees the batch's depth encoding:
 
   - ``loss_offset_distill`` = ``OFFSET_WEIGHT`` x :func:`masked_offset_mse` between the student's
     deformable-conv offsets and the teacher's (entries with ``|teacher offset| >= OFFSET_MASK``
@@ -29,7 +29,7 @@ Two stages, chosen by ``MODEL.STDG.MODE``:
   the model is not changed), so the student needs no second forward.
 
 Inference is RGB only: the student checkpoint is a plain one-stage model
-(:func:`sgg.engine.stdg.inference_config` turns depth loading off for it).
+(:func:`sgg.engine.methods.stdg.inference_config` turns depth loading off for it).
 """
 from __future__ import annotations
 
@@ -44,6 +44,8 @@ from yacs.config import CfgNode as CN
 
 from sgg.checkpoint import CheckpointError, Checkpointer, load_checkpoint_file, load_model_state, unwrap_model
 from sgg.config import ConfigError
+
+from .base import Distillation, Tap
 
 logger = logging.getLogger(__name__)
 
@@ -231,30 +233,22 @@ def build_depth_teacher(cfg: CN, num_obj_classes: int, num_rel_classes: int, wei
 # ---------------------------------------------------------------------------------------------
 # The student's fields
 # ---------------------------------------------------------------------------------------------
-class FieldTap:
+class FieldTap(Tap):
     """A forward hook on a field network (``OneStageSGG.net``) that keeps its latest TRAINING output
     (the dict of :class:`~sgg.modeling.onestage.fields.CompositeFieldNet`, graph attached) until
     :meth:`pop`. Eval forwards (validation, an EMA copy) are not recorded. Nothing in the network
     changes."""
 
+    record: Optional[Dict[str, Any]]
+
     def __init__(self, net: nn.Module) -> None:
+        super().__init__()
         self.net = net
-        self.record: Optional[Dict[str, Any]] = None
-        self._handle = net.register_forward_hook(self._hook)
+        self._handles = [net.register_forward_hook(self._hook)]
 
     def _hook(self, module: nn.Module, args: Any, output: Any) -> None:  # noqa: ARG002
         if module.training:
             self.record = output
-
-    def pop(self) -> Optional[Dict[str, Any]]:
-        rec, self.record = self.record, None
-        return rec
-
-    def remove(self) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
-        self.record = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,7 +312,7 @@ def feature_mse(student: torch.Tensor, teacher: torch.Tensor, valid: Optional[to
     return torch.where(keep, diff, torch.zeros_like(diff)).sum() / keep.sum().clamp(min=1).float()
 
 
-class DepthTeacherDistillation:
+class DepthTeacherDistillation(Distillation):
     """STDG stage 2 as a trainer ``extra_losses`` callable ``fn(model, batch, outputs)`` (module
     docstring).
 
@@ -335,8 +329,12 @@ class DepthTeacherDistillation:
     batch must hold the depth encoding (``INPUT.LOAD_DEPTH`` + ``INPUT.DEPTH_ENCODING``).
     """
 
+    tapped = "the student"
+    tap: Optional[FieldTap]
+
     def __init__(self, teacher: nn.Module, offset_weight: float = 1.0, offset_mask: float = 10.0,
                  feature_weight: float = 0.0, log_teacher_losses: bool = True) -> None:
+        super().__init__()
         self.teacher = teacher if isinstance(teacher, FrozenTeacher) else FrozenTeacher(teacher)
         if getattr(self.teacher.model, "input_key", "depth") != "depth":
             logger.warning("the teacher reads %r, not the depth encoding", self.teacher.model.input_key)
@@ -344,7 +342,6 @@ class DepthTeacherDistillation:
         self.offset_mask = float(offset_mask)
         self.feature_weight = float(feature_weight)
         self.log_teacher_losses = bool(log_teacher_losses)
-        self.tap: Optional[FieldTap] = None
 
     @classmethod
     def from_config(cls, cfg: CN, model: nn.Module, num_obj_classes: int, num_rel_classes: int, *,
@@ -368,32 +365,21 @@ class DepthTeacherDistillation:
             out.attach(model)
         return out
 
-    def attach(self, model: nn.Module) -> "DepthTeacherDistillation":
-        """Tap the student's field network (``model.net``) to read its offsets / features."""
+    def make_tap(self, model: nn.Module) -> FieldTap:
+        """Tap the student's field network (``model.net``) to read its offsets / features
+        (:meth:`attach` calls it; :meth:`detach` removes the tap)."""
         student = unwrap_model(model)
         if not hasattr(student, "net"):
             raise TypeError(f"the depth teacher distils into a one-stage model (OneStageSGG), "
                             f"got {type(student).__name__}")
         if student is self.teacher.model:
             raise ValueError("the student is the teacher itself")
-        self.detach()
-        self.tap = FieldTap(student.net)
-        return self
-
-    def detach(self) -> None:
-        """Remove the tap from the student."""
-        if self.tap is not None:
-            self.tap.remove()
-            self.tap = None
+        return FieldTap(student.net)
 
     def __call__(self, model: nn.Module, batch: Sequence[dict], outputs: Any = None) -> Dict[str, torch.Tensor]:
-        if self.tap is None:
-            raise RuntimeError("DepthTeacherDistillation is not attached to the student (call attach(model))")
-        if self.tap.net is not getattr(unwrap_model(model), "net", None):
+        if self.require_tap().net is not getattr(unwrap_model(model), "net", None):
             raise RuntimeError("DepthTeacherDistillation is attached to another model than the one trained")
-        fields = self.tap.pop()
-        if fields is None:
-            raise RuntimeError("the student ran no training forward before DepthTeacherDistillation was called")
+        fields = self.pop_record()
         t_fields, sizes = self.teacher(batch)
         grid = tuple(fields["obj_logits"].shape[-2:])
         if tuple(t_fields["obj_logits"].shape[-2:]) != grid:

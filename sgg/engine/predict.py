@@ -139,7 +139,7 @@ class Predictor:
                            self.trained_mode, how)
         self.model, self.cfg, self.device, self.weights = trained.model, trained.cfg, trained.device, trained.weights
         self.class_names, self.predicate_names = trained.class_names, trained.predicate_names
-        self._mapper = SceneGraphMapper(self.cfg, is_train=False, mode="sgdet", image_loader=self._image_of)
+        self._mapper = SceneGraphMapper.from_config(self.cfg, is_train=False, mode="sgdet", image_loader=self._image_of)
         self._pending: Dict[str, np.ndarray] = {}
         logger.info("predictor: %s from %s on %s (trained %s, predicting sgdet; object labels from the %s), "
                     "%d classes, %d predicates", self.cfg.MODEL.META_ARCHITECTURE, self.weights, self.device,

@@ -185,13 +185,13 @@ def test_encoding_from_config_and_missing_depth_map(tmp_path):
     cfg = get_default_config()
     cfg.merge_from_list(["INPUT.LOAD_DEPTH", True, "INPUT.DEPTH_ENCODING", "normalized", "INPUT.DEPTH_SCALE", 0.001,
                          "INPUT.MIN_SIZE_TEST", 48, "INPUT.MAX_SIZE_TEST", 64])
-    out = SceneGraphMapper(cfg, False, "sgdet")(d)
+    out = SceneGraphMapper.from_config(cfg, False, "sgdet")(d)
     assert out["depth"].shape == (3, 48, 64) and out["depth"].max() == pytest.approx(1.0)
     assert torch.allclose(out["depth"][:, 0, 0], torch.tensor(1.0))  # the wall, the farthest point
     assert torch.allclose(out["depth"][:, 10, 10], torch.tensor(0.25))  # the block: 2 m / 8 m
     os.remove(d["depth_file"])
     with pytest.raises(FileNotFoundError, match="INPUT.LOAD_DEPTH") as e:
-        SceneGraphMapper(cfg, False, "sgdet")(d)
+        SceneGraphMapper.from_config(cfg, False, "sgdet")(d)
     assert d["depth_file"] in str(e.value) and str(tmp_path) in str(e.value)
     with pytest.raises(ValueError, match="DEPTH_ENCODING"):
         _mapper(depth_encoding="jet")

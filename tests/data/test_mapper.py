@@ -168,7 +168,7 @@ def test_mapper_training_flip_from_config(tmp_path):
     cfg = get_default_config()
     cfg.merge_from_list(["MODEL.FLIP_AUG", True, "INPUT.MIN_SIZE_TRAIN", (60,), "INPUT.MAX_SIZE_TRAIN", 1000,
                          "INPUT.LOAD_DEPTH", True])
-    mapper = SceneGraphMapper(cfg, True, "predcls")
+    mapper = SceneGraphMapper.from_config(cfg, True, "predcls")
     flips = [t for t in mapper.transforms.transforms if isinstance(t, RandomFlip)]
     assert len(flips) == 1 and flips[0].prob == 0.5 and flips[0].horizontal
     np.random.seed(0)
@@ -182,7 +182,7 @@ def test_mapper_training_flip_from_config(tmp_path):
         assert left_deep == bool((box[0] + box[2]) / 2 < 40)  # depth flips with the image
     assert seen == {(20.0, 10.0, 50.0, 40.0), (30.0, 10.0, 60.0, 40.0)}
     # keyword arguments override the config
-    assert not any(isinstance(t, RandomFlip) for t in SceneGraphMapper(cfg, True, "predcls",
+    assert not any(isinstance(t, RandomFlip) for t in SceneGraphMapper.from_config(cfg, True, "predcls",
                                                                            hflip_prob=0.0).transforms.transforms)
 
 

@@ -61,7 +61,7 @@ def _rows(path):
 def _batch(cfg, dataset, n=2, is_train=True):
     from sgg.data.mapper import SceneGraphMapper
 
-    mapper = SceneGraphMapper(cfg, is_train=is_train, mode="sgdet")
+    mapper = SceneGraphMapper.from_config(cfg, is_train=is_train, mode="sgdet")
     return [mapper(dataset[i]) for i in range(n)]
 
 

@@ -14,7 +14,7 @@ from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.ops import MultiScaleRoIAlign
 
 from sgg.config import ConfigError, load_config
-from sgg.data.synthetic import predicate_hierarchy
+from sgg.data.synthvg import predicate_hierarchy
 from sgg.distill import (
     IGNORE_INDEX,
     STAGE1_FILE,

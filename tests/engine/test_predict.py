@@ -258,7 +258,7 @@ def test_predictor_uses_ema_weights_and_equals_the_model(one_stage, image_dir, t
 
     img = image_files(image_dir)[0]
     h, w = cv2.imread(img).shape[:2]
-    sgdet = SceneGraphMapper(cfg, is_train=False, mode="sgdet")({"file_name": img, "image_id": 0, "height": h,
+    sgdet = SceneGraphMapper.from_config(cfg, is_train=False, mode="sgdet")({"file_name": img, "image_id": 0, "height": h,
                                                                    "width": w})
     reference = predictor.model.eval()([sgdet])[0]
     got = predictor.predict(img)[0]

@@ -51,7 +51,7 @@ def _build(data_root, out, mode):
 def _batch(cfg, dataset, mode, is_train, n=2):
     from sgg.data.mapper import SceneGraphMapper
 
-    mapper = SceneGraphMapper(cfg, is_train=is_train, mode=mode)
+    mapper = SceneGraphMapper.from_config(cfg, is_train=is_train, mode=mode)
     return [mapper(dataset[i]) for i in range(n)]
 
 

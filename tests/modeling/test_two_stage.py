@@ -59,7 +59,7 @@ def build_model(data_root, out_dir, statistics, splits, mode, seed=0):
 
 
 def mapped(cfg, dataset, indices, is_train, mode):
-    mapper = SceneGraphMapper(cfg, is_train=is_train, mode=mode)
+    mapper = SceneGraphMapper.from_config(cfg, is_train=is_train, mode=mode)
     return [mapper(dataset[i]) for i in indices]
 
 

@@ -1,6 +1,6 @@
 """Faster R-CNN detector (torchvision parts, SGB conventions)."""
 from .anchors import VG_ANCHOR_SIZES, VG_ANCHOR_STRIDES, VG_ASPECT_RATIOS, FPNAnchorGenerator, legacy_cell_anchors
-from .build import build_detector, detector_kwargs_from_config
+from .build import build_detector
 from .faster_rcnn import (
     RPN,
     BoxHeads,
@@ -27,7 +27,6 @@ __all__ = [
     "LevelRoIAlign",
     "build_detector",
     "clip_boxes",
-    "detector_kwargs_from_config",
     "detector_postprocess",
     "legacy_cell_anchors",
     "make_box_coder",

@@ -469,6 +469,25 @@ class FasterRCNNDetector(nn.Module):
     def box_roi_pool(self) -> LevelRoIAlign:
         return self.roi_heads.box_roi_pool
 
+    @classmethod
+    def from_config(cls, cfg, num_classes: Optional[int] = None) -> "FasterRCNNDetector":
+        """Faster R-CNN of ``cfg``; ``num_classes`` (with background) defaults to
+        ``MODEL.ROI_BOX_HEAD.NUM_CLASSES``. Random init: weights come from the load step."""
+        import logging
+
+        from sgg.modeling.backbone import build_backbone
+
+        kw = _detector_kwargs(cfg, num_classes)
+        if cfg.MODEL.BACKBONE.WEIGHTS and cfg.INPUT.TO_BGR255 and not cfg.MODEL.BACKBONE.CONV_BODY.startswith("timm:"):
+            logging.getLogger(__name__).info(
+                "INPUT.TO_BGR255 is True (SGB's BGR 0..255 input); torchvision ImageNet weights expect "
+                "TO_BGR255 False, PIXEL_MEAN [0.485, 0.456, 0.406], PIXEL_STD [0.229, 0.224, 0.225]")
+        backbone = build_backbone(cfg)
+        rpn = make_rpn(backbone.out_channels, **kw["rpn"])
+        box = dict(kw["box"])
+        roi_heads = make_box_heads(backbone.out_channels, box.pop("num_classes"), **box)
+        return cls(backbone, rpn, roi_heads, **kw["model"])
+
     @property
     def box_head(self) -> TwoMLPHead:
         return self.roi_heads.box_head
@@ -545,3 +564,59 @@ def detector_postprocess(instances: Instances, height: int, width: int) -> Insta
             v = v * v.new_tensor([sx, sy, sx, sy])
         out.set(k, v)
     return out
+
+
+def _detector_kwargs(cfg, num_classes: Optional[int] = None) -> Dict:
+    """Plain keyword arguments of every part, read from ``cfg`` (cfg stops here)."""
+    m = cfg.MODEL
+    if m.CLS_AGNOSTIC_BBOX_REG:
+        raise ValueError("MODEL.CLS_AGNOSTIC_BBOX_REG True is not supported: the box head regresses "
+                         "one box per class (as SGB's VG detectors)")
+    det = m.DETECTOR
+    legacy = bool(det.LEGACY_BOX_CODING)
+    if num_classes is None:
+        num_classes = m.ROI_BOX_HEAD.NUM_CLASSES
+    rpn = dict(
+        anchor_sizes=tuple(m.RPN.ANCHOR_SIZES),
+        aspect_ratios=tuple(m.RPN.ASPECT_RATIOS),
+        anchor_strides=tuple(m.RPN.ANCHOR_STRIDE),
+        fg_iou_thresh=m.RPN.FG_IOU_THRESHOLD,
+        bg_iou_thresh=m.RPN.BG_IOU_THRESHOLD,
+        batch_size_per_image=m.RPN.BATCH_SIZE_PER_IMAGE,
+        positive_fraction=m.RPN.POSITIVE_FRACTION,
+        pre_nms_top_n_train=m.RPN.PRE_NMS_TOP_N_TRAIN,
+        pre_nms_top_n_test=m.RPN.PRE_NMS_TOP_N_TEST,
+        # maskrcnn_benchmark FPN: the per-image cap over all levels is FPN_POST_NMS_TOP_N_*.
+        post_nms_top_n_train=m.RPN.FPN_POST_NMS_TOP_N_TRAIN,
+        post_nms_top_n_test=m.RPN.FPN_POST_NMS_TOP_N_TEST,
+        nms_thresh=m.RPN.NMS_THRESH,
+        min_size=float(m.RPN.MIN_SIZE),
+        legacy=legacy,
+    )
+    box = dict(
+        num_classes=int(num_classes),
+        mlp_head_dim=m.ROI_BOX_HEAD.MLP_HEAD_DIM,
+        pooler_resolution=m.ROI_BOX_HEAD.POOLER_RESOLUTION,
+        pooler_sampling_ratio=m.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO,
+        pooler_scales=tuple(m.ROI_BOX_HEAD.POOLER_SCALES),
+        aligned=bool(det.ALIGNED_ROI),
+        legacy=legacy,
+        fg_iou_thresh=m.ROI_HEADS.FG_IOU_THRESHOLD,
+        bg_iou_thresh=m.ROI_HEADS.BG_IOU_THRESHOLD,
+        batch_size_per_image=m.ROI_HEADS.BATCH_SIZE_PER_IMAGE,
+        positive_fraction=m.ROI_HEADS.POSITIVE_FRACTION,
+        bbox_reg_weights=tuple(m.ROI_HEADS.BBOX_REG_WEIGHTS),
+        score_thresh=m.ROI_HEADS.SCORE_THRESH,
+        nms_thresh=m.ROI_HEADS.NMS,
+        detections_per_img=m.ROI_HEADS.DETECTIONS_PER_IMG,
+        post_nms_per_cls_topn=m.ROI_HEADS.POST_NMS_PER_CLS_TOPN,
+        nms_filter_duplicates=m.ROI_HEADS.NMS_FILTER_DUPLICATES,
+    )
+    model = dict(
+        pixel_mean=tuple(cfg.INPUT.PIXEL_MEAN),
+        pixel_std=tuple(cfg.INPUT.PIXEL_STD),
+        to_bgr255=cfg.INPUT.TO_BGR255,
+        size_divisibility=cfg.DATALOADER.SIZE_DIVISIBILITY,
+        channels_last=bool(det.CHANNELS_LAST),
+    )
+    return {"rpn": rpn, "box": box, "model": model}

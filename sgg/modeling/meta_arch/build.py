@@ -33,11 +33,9 @@ def build_two_stage(cfg, statistics: Optional[Mapping[str, Any]], num_obj_classe
 @META_ARCH_REGISTRY.register(name="OneStageSGG")
 def build_one_stage(cfg, statistics: Optional[Mapping[str, Any]], num_obj_classes: int, num_rel_classes: int):
     """CoRF-style composite-field model of ``MODEL.ONESTAGE`` (statistics unused)."""
-    from .one_stage import OneStageSGG, build_composite_field_net, onestage_kwargs_from_config
+    from .one_stage import OneStageSGG
 
-    mode = protocol_from_config(cfg)
-    net = build_composite_field_net(cfg, num_obj_classes - 1, num_rel_classes - 1)
-    return OneStageSGG(net, mode, **onestage_kwargs_from_config(cfg))
+    return OneStageSGG.from_config(cfg, num_obj_classes, num_rel_classes)
 
 
 def _names(given: Optional[Sequence[str]], count: int, what: str, first: str) -> List[str]:

@@ -17,13 +17,13 @@ import torch
 from torch import nn
 from yacs.config import CfgNode as CN
 
-from sgg.protocol import check_mode, visible_inputs
+from sgg.protocol import check_mode, protocol_from_config, visible_inputs
 from sgg.structures import SceneGraph
 from sgg.structures.image_batch import map_by_padded_shape, pad_images
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OneStageSGG", "build_composite_field_net"]
+__all__ = ["OneStageSGG"]
 
 
 
@@ -93,6 +93,32 @@ class OneStageSGG(nn.Module):
             from sgg.utils.cuda_graph import CUDAGraphRunner
 
             self.graph_runner = CUDAGraphRunner(self.net)
+
+    @classmethod
+    def from_config(cls, cfg, num_obj_classes: int, num_rel_classes: int) -> "OneStageSGG":
+        """The model of ``cfg.MODEL.ONESTAGE`` (class counts WITH background) for the config's
+        protocol; ``MODEL.STDG.MODE "depth"`` makes it read the depth encoding (``input_key="depth"``,
+        ``MODEL.STDG.DEPTH_PIXEL_MEAN`` / ``DEPTH_PIXEL_STD``)."""
+        from sgg.modeling.onestage.fields import CompositeFieldNet
+
+        o = cfg.MODEL.ONESTAGE
+        stdg = cfg.MODEL.STDG
+        if stdg.MODE == "depth":
+            inputs = dict(input_key="depth", pixel_mean=tuple(stdg.DEPTH_PIXEL_MEAN),
+                          pixel_std=tuple(stdg.DEPTH_PIXEL_STD), to_bgr255=False)
+        else:
+            inputs = dict(input_key="image", pixel_mean=tuple(cfg.INPUT.PIXEL_MEAN),
+                          pixel_std=tuple(cfg.INPUT.PIXEL_STD), to_bgr255=bool(cfg.INPUT.TO_BGR255))
+        net = CompositeFieldNet.from_config(cfg, num_obj_classes - 1, num_rel_classes - 1)
+        return cls(
+            net, protocol_from_config(cfg), **inputs,
+            size_divisibility=max(int(cfg.DATALOADER.SIZE_DIVISIBILITY), 16),
+            min_overlap=o.MIN_OVERLAP, rel_margin=o.REL_MARGIN,
+            loss_weights=dict(obj_hm=o.LOSS_OBJ_HEATMAP, obj_offset=o.LOSS_OBJ_OFFSET, obj_size=o.LOSS_OBJ_SIZE,
+                              rel_hm=o.LOSS_REL_HEATMAP, rel_vec=o.LOSS_REL_VECTOR, rel_scale=o.LOSS_REL_SCALE),
+            topk_objects=o.TOPK_OBJECTS, rel_threshold=o.REL_THRESHOLD, max_relations=o.MAX_RELATIONS or None,
+            sgcls_iou=o.SGCLS_IOU, pair_score_filter=o.PAIR_SCORE_FILTER, cuda_graphs=o.CUDA_GRAPHS,
+        )
 
     @property
     def device(self) -> torch.device:
@@ -187,45 +213,3 @@ class OneStageSGG(nn.Module):
                                rel_threshold=self.rel_threshold, max_relations=self.max_relations,
                                sgcls_iou=self.sgcls_iou, pair_score_filter=self.pair_score_filter)
         return [g.resized((int(d["height"]), int(d["width"]))) for g, d in zip(graphs, inputs)]
-
-
-def build_composite_field_net(cfg, num_classes: int, num_predicates: int) -> nn.Module:
-    """The field network of ``cfg.MODEL.ONESTAGE`` (class counts WITHOUT background)."""
-    from sgg.modeling.backbone.build import parse_timm_kwargs
-    from sgg.modeling.onestage.backbone import build_onestage_backbone
-    from sgg.modeling.onestage.fields import CompositeFieldNet
-
-    o = cfg.MODEL.ONESTAGE
-    if o.BACKBONE.startswith("timm:"):
-        backbone = build_onestage_backbone(o.BACKBONE, norm=o.FPN_NORM, **parse_timm_kwargs(o.TIMM_KWARGS))
-    else:
-        backbone = build_onestage_backbone(o.BACKBONE, norm=o.BACKBONE_NORM, freeze_at=o.FREEZE_AT)
-
-    def head_kwargs(trunk: str) -> Dict[str, Any]:
-        return dict(trunk=trunk, width=o.HEAD_WIDTH, num_convs=o.HEAD_CONVS, norm=o.HEAD_NORM,
-                    num_layers=o.TRANSFORMER_LAYERS, num_heads=o.TRANSFORMER_HEADS, deform_impl=o.DEFORM_IMPL)
-
-    return CompositeFieldNet(backbone, num_classes, num_predicates, obj_head_kwargs=head_kwargs(o.OBJ_TRUNK),
-                             rel_head_kwargs=head_kwargs(o.REL_TRUNK))
-
-
-def onestage_kwargs_from_config(cfg) -> Dict[str, Any]:
-    """:class:`OneStageSGG` keywords of ``cfg``; ``MODEL.STDG.MODE "depth"`` makes the model read the
-    depth encoding (``input_key="depth"``, ``MODEL.STDG.DEPTH_PIXEL_MEAN`` / ``DEPTH_PIXEL_STD``)."""
-    o = cfg.MODEL.ONESTAGE
-    stdg = cfg.MODEL.STDG
-    if stdg.MODE == "depth":
-        inputs = dict(input_key="depth", pixel_mean=tuple(stdg.DEPTH_PIXEL_MEAN),
-                      pixel_std=tuple(stdg.DEPTH_PIXEL_STD), to_bgr255=False)
-    else:
-        inputs = dict(input_key="image", pixel_mean=tuple(cfg.INPUT.PIXEL_MEAN),
-                      pixel_std=tuple(cfg.INPUT.PIXEL_STD), to_bgr255=bool(cfg.INPUT.TO_BGR255))
-    return dict(
-        **inputs,
-        size_divisibility=max(int(cfg.DATALOADER.SIZE_DIVISIBILITY), 16),
-        min_overlap=o.MIN_OVERLAP, rel_margin=o.REL_MARGIN,
-        loss_weights=dict(obj_hm=o.LOSS_OBJ_HEATMAP, obj_offset=o.LOSS_OBJ_OFFSET, obj_size=o.LOSS_OBJ_SIZE,
-                          rel_hm=o.LOSS_REL_HEATMAP, rel_vec=o.LOSS_REL_VECTOR, rel_scale=o.LOSS_REL_SCALE),
-        topk_objects=o.TOPK_OBJECTS, rel_threshold=o.REL_THRESHOLD, max_relations=o.MAX_RELATIONS or None,
-        sgcls_iou=o.SGCLS_IOU, pair_score_filter=o.PAIR_SCORE_FILTER, cuda_graphs=o.CUDA_GRAPHS,
-    )

@@ -411,6 +411,26 @@ class CompositeFieldNet(nn.Module):
         self.num_classes = num_classes
         self.num_predicates = num_predicates
 
+    @classmethod
+    def from_config(cls, cfg, num_classes: int, num_predicates: int) -> "CompositeFieldNet":
+        """The field network of ``cfg.MODEL.ONESTAGE`` (class counts WITHOUT background); random init
+        (``MODEL.ONESTAGE.BACKBONE_WEIGHTS`` is read by the load step)."""
+        from sgg.modeling.backbone.build import parse_timm_kwargs
+        from sgg.modeling.onestage.backbone import build_onestage_backbone
+
+        o = cfg.MODEL.ONESTAGE
+        if o.BACKBONE.startswith("timm:"):
+            backbone = build_onestage_backbone(o.BACKBONE, norm=o.FPN_NORM, **parse_timm_kwargs(o.TIMM_KWARGS))
+        else:
+            backbone = build_onestage_backbone(o.BACKBONE, norm=o.BACKBONE_NORM, freeze_at=o.FREEZE_AT)
+
+        def head_kwargs(trunk: str) -> Dict[str, Any]:
+            return dict(trunk=trunk, width=o.HEAD_WIDTH, num_convs=o.HEAD_CONVS, norm=o.HEAD_NORM,
+                        num_layers=o.TRANSFORMER_LAYERS, num_heads=o.TRANSFORMER_HEADS, deform_impl=o.DEFORM_IMPL)
+
+        return cls(backbone, num_classes, num_predicates, obj_head_kwargs=head_kwargs(o.OBJ_TRUNK),
+                   rel_head_kwargs=head_kwargs(o.REL_TRUNK))
+
     def forward(self, images: torch.Tensor) -> Dict[str, Any]:
         features = self.backbone(images)
         obj, obj_offsets = self.obj_head(features)

@@ -13,7 +13,7 @@ holds, for the ``P`` predicates:
 Sources: :meth:`PredicateHierarchy.from_frequency` (the K most frequent predicates of train are
 coarse, as the HML paper does on VG150), :meth:`~PredicateHierarchy.from_file` (JSON, see there) and
 :meth:`~PredicateHierarchy.from_dataset_dir` (the ``predicate_hierarchy.json`` a SynthVG folder
-holds).
+holds); :func:`build_hierarchy` picks one of them from ``MODEL.HML.HIERARCHY``.
 """
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from yacs.config import CfgNode as CN
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IGNORE_INDEX", "PredicateHierarchy", "HIERARCHY_FILE"]
+__all__ = ["IGNORE_INDEX", "PredicateHierarchy", "HIERARCHY_FILE", "build_hierarchy"]
 
 #: Target of a pair that the loss skips (``F.cross_entropy``'s default ``ignore_index``).
 IGNORE_INDEX = -100
@@ -281,3 +282,24 @@ class PredicateHierarchy:
     def __repr__(self) -> str:
         return (f"PredicateHierarchy(P={self.num_predicates}, coarse={self.coarse_names}, "
                 f"{len(self.fine_ids)} fine)")
+
+
+def build_hierarchy(cfg: CN, statistics: Mapping[str, Any], dataset_dir: Optional[str] = None) -> PredicateHierarchy:
+    """The hierarchy of MODEL.HML.HIERARCHY from the train ``statistics`` (``predicate_counts``,
+    ``rel_classes``; see :mod:`sgg.data.statistics`). ``dataset_dir`` (for "dataset") defaults to
+    the folder of DATASETS.TRAIN[0]."""
+    spec = cfg.MODEL.HML.HIERARCHY
+    names = statistics.get("rel_classes")
+    if spec == "frequency":
+        hier = PredicateHierarchy.from_frequency(statistics["predicate_counts"], cfg.MODEL.HML.NUM_COARSE, names)
+    elif spec == "dataset":
+        if dataset_dir is None:
+            from sgg.data.catalog import get_dataset_files
+
+            dataset_dir = get_dataset_files(cfg.DATASETS.TRAIN[0], cfg.DATASETS.DATA_DIR).root
+        hier = PredicateHierarchy.from_dataset_dir(dataset_dir, names)
+    else:
+        hier = PredicateHierarchy.from_file(spec, names)
+    logger.info("HML predicate hierarchy (%s): %d coarse %s, %d fine", spec, len(hier.coarse_ids),
+                hier.coarse_names, len(hier.fine_ids))
+    return hier
