@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Tuple
 
-__all__ = ["GT_KEYS", "MODES", "VISIBLE_GT_FIELDS", "check_mode", "protocol_from_config",
-           "protocol_from_flags", "visible_inputs"]
+__all__ = ["GT_KEYS", "MODES", "VISIBLE_GT_FIELDS", "check_mode", "gives_gt_boxes", "gives_gt_labels",
+           "protocol_from_config", "protocol_from_flags", "visible_inputs"]
 
 #: the three protocols, in the order of SGB's tables
 MODES: Tuple[str, ...] = ("predcls", "sgcls", "sgdet")
@@ -35,6 +35,16 @@ def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     return mode
+
+
+def gives_gt_boxes(mode: str) -> bool:
+    """Whether the model gets the GT boxes under ``mode`` (PredCls, SGCls)."""
+    return "gt_boxes" in VISIBLE_GT_FIELDS[check_mode(mode)]
+
+
+def gives_gt_labels(mode: str) -> bool:
+    """Whether the model gets the GT labels under ``mode`` (PredCls)."""
+    return "gt_classes" in VISIBLE_GT_FIELDS[check_mode(mode)]
 
 
 def protocol_from_flags(use_gt_box: bool, use_gt_object_label: bool) -> str:

@@ -179,3 +179,14 @@ def test_every_component_key_is_declared_in_the_defaults():
         for part in key.split("."):
             assert part in node, f"{key} is not declared"
             node = node[part]
+
+
+@pytest.mark.parametrize("mode,boxes,labels", [("predcls", True, True), ("sgcls", True, False),
+                                               ("sgdet", False, False)])
+def test_protocol_says_which_ground_truth_each_mode_sees(mode, boxes, labels):
+    from sgg.protocol import check_mode, gives_gt_boxes, gives_gt_labels, protocol_from_flags
+
+    assert (gives_gt_boxes(mode), gives_gt_labels(mode)) == (boxes, labels)
+    assert protocol_from_flags(boxes, labels) == mode
+    with pytest.raises(ValueError, match="mode must be one of"):
+        check_mode("detection")

@@ -84,7 +84,11 @@ def load_class_names(cfg) -> Tuple[List[str], List[str]]:
     if not cfg.DATASETS.TRAIN:
         raise ValueError("the checkpoint has no metadata and DATASETS.TRAIN is empty: the class and predicate "
                          "names are taken from the training dataset of the config (its VG-SGG-dicts json)")
-    files = get_dataset_files(cfg.DATASETS.TRAIN[0], cfg.DATASETS.DATA_DIR)
+    try:
+        files = get_dataset_files(cfg.DATASETS.TRAIN[0], cfg.DATASETS.DATA_DIR)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"the checkpoint has no metadata (it predates them), so the class names are read "
+                                f"from the training dataset of the config: {e}") from e
     if not os.path.isfile(files.dict_file):
         raise FileNotFoundError(
             f"the checkpoint has no metadata, so the class names of {cfg.DATASETS.TRAIN[0]} (DATASETS.TRAIN) are "

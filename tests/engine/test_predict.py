@@ -342,6 +342,41 @@ def test_predictor_errors(two_stage, image_dir, tmp_path):
         predictor.predict([np.zeros((8, 8), dtype=np.uint8)])
 
 
+def test_prediction_needs_only_the_checkpoint_and_the_config(two_stage, one_stage, image_dir, data_root, tmp_path):
+    """The checkpoint carries the class / predicate names (metadata): with DATASETS.DATA_DIR pointing
+    nowhere both models predict, with the dataset's names; a checkpoint without metadata (older
+    files) falls back to the dicts json and says where it looked when that is missing too."""
+    from sgg.engine.loading import load_trained_model
+
+    classes, predicates = _names(data_root)
+    nowhere = str(tmp_path / "no_dataset_here")
+    _, ckpt_dir, cfg = two_stage
+    _, ckpt_file, cfg1, _ = one_stage
+    for c, w, arch in ((cfg, ckpt_dir, "GeneralizedRCNN"), (cfg1, ckpt_file, "OneStageSGG")):
+        c = c.clone()
+        c.defrost()
+        c.DATASETS.DATA_DIR = nowhere
+        c.GLOVE_DIR = nowhere  # nothing else is read either
+        c.MODEL.PRETRAINED_DETECTOR_CKPT = os.path.join(nowhere, "detector.pth")
+        c.freeze()
+        predictor = Predictor(c, w)
+        assert predictor.class_names == classes and predictor.predicate_names == predicates
+        assert len(predictor.predict([image_files(image_dir)[0]])) == 1
+        trained = load_trained_model(c, w)
+        assert trained.metadata["meta_architecture"] == arch and trained.metadata["class_names"] == classes
+    assert not os.path.exists(nowhere)
+
+    state = torch.load(os.path.join(ckpt_dir, "model_final.pth"), weights_only=True)
+    old = str(tmp_path / "old.pth")
+    torch.save({"model": state["model"]}, old)  # as written before checkpoints had metadata
+    assert Predictor(cfg, old).class_names == classes  # from the dataset's dicts json
+    c = cfg.clone()
+    c.defrost()
+    c.DATASETS.DATA_DIR = nowhere
+    with pytest.raises(FileNotFoundError, match="has no metadata.*DATASETS.DATA_DIR"):
+        Predictor(c, old)
+
+
 # ------------------------------------------------------------------------------------------------
 def _hand_graph():
     """4 objects, 3 relations on a 40 x 60 (H x W) image; object 3 is off the image's right edge."""

@@ -36,6 +36,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
+from sgg.protocol import gives_gt_boxes
 from sgg.structures import Instances, pairwise_iou
 
 __all__ = ["RelationSampler", "all_pairs", "dedupe_relations"]
@@ -265,7 +266,7 @@ class RelationSampler:
         for prop, tgt, rel in zip(proposals, targets, relations):
             dev = prop.boxes.tensor.device
             rel = torch.as_tensor(rel).to(_CPU).long().reshape(-1, 3)
-            if mode in ("predcls", "sgcls"):
+            if gives_gt_boxes(mode):
                 if len(prop) != len(tgt):
                     raise ValueError(f"{mode} training expects the proposals to be the GT boxes "
                                      f"({len(tgt)}), got {len(prop)}")
