@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections import OrderedDict
 from functools import partial
 from typing import Callable, Dict, List, Sequence, Tuple
@@ -53,6 +54,9 @@ FPN_STRIDES: Dict[str, int] = OrderedDict([("0", 4), ("1", 8), ("2", 16), ("3", 
 
 
 NORMS = ("FrozenBN", "BN", "SyncBN", "GN")
+
+#: ``CONV_BODY`` names of the torchvision ResNets / ResNeXts
+RESNET_NAME = re.compile(r"^(?P<kind>[RX])-(?P<depth>\d+)(-(?P<groups>\d+)x(?P<width>\d+)d)?-FPN$")
 
 
 def group_norm(num_channels: int) -> nn.GroupNorm:
@@ -144,6 +148,27 @@ class ResNetFPN(nn.Module):
         self.out_channels = out_channels
         self.freeze_at = freeze_at
         self._freeze(freeze_at)
+
+    @classmethod
+    def from_config(cls, cfg) -> "ResNetFPN":
+        """``MODEL.BACKBONE.CONV_BODY`` ``R-<depth>-FPN`` / ``X-<depth>-<G>x<W>d-FPN`` with
+        ``MODEL.RESNETS.*``, ``MODEL.FPN.USE_GN`` and ``MODEL.DETECTOR.BACKBONE_NORM / FROZEN_BN_EPS``."""
+        body = cfg.MODEL.BACKBONE.CONV_BODY
+        m = RESNET_NAME.match(body)
+        if m is None:
+            raise ValueError(f"MODEL.BACKBONE.CONV_BODY '{body}' is not of the form R-<depth>-FPN or "
+                             f"X-<depth>-<G>x<W>d-FPN")
+        groups, width = cfg.MODEL.RESNETS.NUM_GROUPS, cfg.MODEL.RESNETS.WIDTH_PER_GROUP
+        if m.group("groups"):
+            groups, width = int(m.group("groups")), int(m.group("width"))
+        elif m.group("kind") == "X":
+            raise ValueError(f"'{body}': give ResNeXt groups and width in the name, e.g. X-101-32x8d-FPN")
+        return cls(
+            depth=int(m.group("depth")), groups=groups, width_per_group=width,
+            stride_in_1x1=cfg.MODEL.RESNETS.STRIDE_IN_1X1, out_channels=cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS,
+            freeze_at=cfg.MODEL.BACKBONE.FREEZE_CONV_BODY_AT, bn_eps=float(cfg.MODEL.DETECTOR.FROZEN_BN_EPS),
+            norm=cfg.MODEL.DETECTOR.BACKBONE_NORM, fpn_norm="GN" if cfg.MODEL.FPN.USE_GN else "",
+        )
 
     def _freeze(self, freeze_at: int) -> None:
         if freeze_at <= 0:

@@ -41,6 +41,21 @@ def _norm_name(name: str) -> str:
     return name.replace(".", "_")
 
 
+def parse_timm_kwargs(text: str) -> dict:
+    """``TIMM_KWARGS`` (a Python dict literal, "" = none) -> dict."""
+    import ast
+
+    if not text:
+        return {}
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError) as e:
+        raise ValueError(f"MODEL.BACKBONE.TIMM_KWARGS must be a Python dict literal, got {text!r}") from e
+    if not isinstance(value, dict):
+        raise ValueError(f"MODEL.BACKBONE.TIMM_KWARGS must be a dict, got {text!r}")
+    return value
+
+
 def timm_features_kwargs(name: str, **kwargs) -> dict:
     """The ``timm.create_model`` arguments of a ``features_only`` body: Swin models get
     ``strict_img_size=False`` (any input size) unless ``kwargs`` say otherwise."""
@@ -99,6 +114,19 @@ class TimmFPN(nn.Module):
 
             self.body = freeze_batch_norm_2d(self.body)
         self._freeze(freeze_at)
+
+    @classmethod
+    def from_config(cls, cfg) -> "TimmFPN":
+        """``MODEL.BACKBONE.CONV_BODY`` ``timm:<name>[-FPN]`` with ``MODEL.BACKBONE.TIMM_*``,
+        ``MODEL.RESNETS.BACKBONE_OUT_CHANNELS``, ``MODEL.FPN.USE_GN``, ``MODEL.DETECTOR.BACKBONE_NORM``."""
+        name = cfg.MODEL.BACKBONE.CONV_BODY[len("timm:"):]
+        if name.endswith("-FPN"):
+            name = name[: -len("-FPN")]
+        bb = cfg.MODEL.BACKBONE
+        return cls(name, out_channels=cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS, freeze_at=bb.FREEZE_CONV_BODY_AT,
+                   out_indices=tuple(bb.TIMM_OUT_INDICES), model_kwargs=parse_timm_kwargs(bb.TIMM_KWARGS),
+                   freeze_bn=cfg.MODEL.DETECTOR.BACKBONE_NORM == "FrozenBN",
+                   fpn_norm="GN" if cfg.MODEL.FPN.USE_GN else "")
 
     def _freeze(self, freeze_at: int) -> None:
         if freeze_at <= 0:
