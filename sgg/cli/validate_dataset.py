@@ -92,7 +92,7 @@ def _targets(args) -> Tuple[List[Tuple[DatasetFiles, List[str]]], int, bool]:
                 if files.split not in entry[1]:
                     entry[1].append(files.split)
         num_val = cfg.DATASETS.NUM_VAL_IMAGES if args.num_val_images is None else args.num_val_images
-        depth = args.depth or bool(cfg.INPUT.get("LOAD_DEPTH", False))
+        depth = args.depth or bool(cfg.INPUT.LOAD_DEPTH)
         return list(by_root.values()), num_val, depth
     files = _folder_files(args.data_dir, args.name)
     return [(files, wanted)], (5000 if args.num_val_images is None else args.num_val_images), args.depth

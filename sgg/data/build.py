@@ -55,7 +55,7 @@ def build_dataset(cfg, name: str, is_train: bool, mode: Optional[str] = None):
     train_split = is_train and files.split == "train"
     rh = cfg.MODEL.ROI_RELATION_HEAD
     filter_non_overlap = bool(train_split and cfg.MODEL.RELATION_ON and mode == "sgdet" and rh.REQUIRE_BOX_OVERLAP)
-    load_depth = bool(cfg.INPUT.get("LOAD_DEPTH", False))
+    load_depth = bool(cfg.INPUT.LOAD_DEPTH)
     dataset = dataset_cls.from_files(
         files,
         num_val_im=cfg.DATASETS.NUM_VAL_IMAGES,
