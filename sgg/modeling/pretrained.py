@@ -11,7 +11,7 @@ that initialise a model BEFORE training are read here, by :func:`load_pretrained
 * ``MODEL.BACKBONE.WEIGHTS`` / ``MODEL.ONESTAGE.BACKBONE_WEIGHTS``: ImageNet weights of the backbone
   (:func:`load_backbone_weights`; torchvision-layout ResNets, or timm's own file handling).
 * ``GLOVE_DIR``: the GloVe class-name embeddings of predictors that have them
-  (``set_word_vectors``; :mod:`sgg.modeling.relation.word_vectors`).
+  (``word_vector_specs`` / ``set_word_vectors``; :mod:`sgg.modeling.relation.word_vectors`).
 
 Only local files are read; nothing is downloaded. Loading consumes no random numbers, so a model
 built and then loaded equals one whose constructor had read the files.
@@ -146,19 +146,18 @@ def _load_timm_weights(body: nn.Module, path: str, key: str) -> None:
 
 
 def load_pretrained_word_vectors(predictor: nn.Module, glove_dir: str, cache_dir: Optional[str] = None) -> bool:
-    """GloVe rows for the predictor's ``word_vector_names`` (read from ``glove_dir``, optionally cached
-    under ``cache_dir``) into its embeddings via ``set_word_vectors``. Returns whether the predictor
-    takes word vectors. Without a GloVe file the seeded random vectors it was built with are kept
-    (one warning names GLOVE_DIR and the file looked for)."""
-    if not hasattr(predictor, "set_word_vectors"):
+    """GloVe rows for every set of names the predictor asks for (``word_vector_specs()``: ``{key:
+    (names, dim)}``, e.g. object classes and predicates), read from ``glove_dir`` (optionally cached
+    under ``cache_dir``), given to ``set_word_vectors(**{key: tensor})``. Returns whether the
+    predictor takes word vectors. Without a GloVe file the seeded random vectors it was built with
+    are kept (one warning names GLOVE_DIR and the file looked for)."""
+    if not hasattr(predictor, "word_vector_specs"):
         return False
     from .relation.word_vectors import load_word_vectors
 
-    names = list(predictor.word_vector_names)
-    dim = int(predictor.context_layer.embed_dim) if hasattr(predictor, "context_layer") else None
-    if dim is None:
-        raise ValueError(f"{type(predictor).__name__}.set_word_vectors exists but the embedding size is unknown")
-    predictor.set_word_vectors(load_word_vectors(names, glove_dir or None, dim, cache_dir=cache_dir))
+    vectors = {key: load_word_vectors(list(names), glove_dir or None, int(dim), cache_dir=cache_dir)
+               for key, (names, dim) in predictor.word_vector_specs().items()}
+    predictor.set_word_vectors(**vectors)
     return True
 
 

@@ -6,8 +6,13 @@ Every predictor registered in :data:`RELATION_PREDICTOR_REGISTRY` (the config va
 * ``__init__(**plain keyword arguments)``; ``from_config(cfg, *, in_channels, union_dim,
   num_obj_classes, num_rel_classes, mode, obj_classes=None, pred_dist=None,
   word_vectors=None)`` maps the config (``build_relation_head`` passes all of these); the
-  constructor reads no file (build first, load after: :func:`sgg.modeling.pretrained.load_pretrained`
-  reads GloVe and calls ``set_word_vectors(vectors)`` on predictors that have it).
+  constructor reads no file (build first, load after). A predictor with word embeddings starts
+  from seeded random vectors (:func:`~sgg.modeling.relation.word_vectors.random_word_vectors`) and
+  has ``word_vector_specs() -> {key: (names, dim)}`` and ``set_word_vectors(**{key: tensor})``;
+  the load step (:func:`sgg.modeling.pretrained.load_pretrained`) reads GloVe for them.
+* modules that cannot learn in a protocol are not built (e.g. no object decoder / classifier in
+  PredCls, where the GT labels are used); checkpoints of SGB, which builds them anyway, still load
+  (the extra keys are reported and ignored).
 * attribute ``uses_union_features`` (bool): whether the head must compute union-box features.
 * ``forward(roi_features, proposals, rel_pairs, union_features=None, obj_labels=None)
   -> PredictorOutput`` with ``roi_features`` ``[sum N_i, in_channels]``, ``proposals`` the list of

@@ -30,7 +30,7 @@ allowed, and a box fully suppressed by the SGDet NMS keeps its argmax instead of
 from __future__ import annotations
 
 import logging
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -374,10 +374,16 @@ class MotifPredictor(nn.Module):
             raise ValueError(f"word_vectors must have shape {want} (rows: 'start' + the {want[0] - 1} class names, "
                              f"columns: EMBED_DIM), got {tuple(vectors.shape)}")
 
+    def word_vector_specs(self) -> Dict[str, Tuple[List[str], int]]:
+        """The word vectors this predictor starts from (the load step fills them from GloVe):
+        ``{"obj": ("start" + class names, embed_dim)}``."""
+        return {"obj": (list(self.word_vector_names), self.context_layer.embed_dim)}
+
     @torch.no_grad()
-    def set_word_vectors(self, vectors: torch.Tensor) -> None:
+    def set_word_vectors(self, obj: torch.Tensor) -> None:
         """Initialise the class embeddings (``obj_embed1``, ``obj_embed2`` and the object decoder's)
-        from ``vectors`` ``[C+2, embed_dim]``, rows in the order of :attr:`word_vector_names`."""
+        from ``obj`` ``[C+2, embed_dim]``, rows in the order of :attr:`word_vector_names`."""
+        vectors = obj
         ctx = self.context_layer
         self._check_word_vectors(vectors, ctx.embed_dim)
         vectors = vectors.to(ctx.obj_embed1.weight)
