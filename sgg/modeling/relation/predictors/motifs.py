@@ -44,47 +44,12 @@ from sgg.structures import Instances
 from ..freq_bias import FrequencyBias
 from ..postprocess import class_aware_nms_labels_batched
 from ..word_vectors import random_word_vectors
+from .common import box_position_embedding, encode_box_info, layer_init, object_class_distribution
 from . import RELATION_PREDICTOR_REGISTRY, PredictorOutput
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MotifPredictor", "MotifContext", "DecoderRNN", "encode_box_info"]
-
-
-def encode_box_info(boxes: Sequence[torch.Tensor], image_sizes: Sequence[Tuple[int, int]]) -> torch.Tensor:
-    """SGB's 9 box features per box: ``(w/W, h/H, cx/W, cy/H, x1/W, y1/H, x2/W, y2/H, wh/WH)``
-    with the "+1" width (``w = x2 - x1 + 1``). ``boxes`` per image ``[N_i, 4]``, ``image_sizes``
-    (height, width) per image -> ``[sum N_i, 9]``."""
-    out = []
-    for b, (hei, wid) in zip(boxes, image_sizes):
-        wh = b[:, 2:] - b[:, :2] + 1.0
-        xy = b[:, :2] + 0.5 * wh
-        w, h = wh[:, :1], wh[:, 1:]
-        x, y = xy[:, :1], xy[:, 1:]
-        x1, y1, x2, y2 = b.split(1, dim=1)
-        out.append(torch.cat([w / wid, h / hei, x / wid, y / hei, x1 / wid, y1 / hei, x2 / wid,
-                              y2 / hei, w * h / (wid * hei)], dim=1))
-    return torch.cat(out, dim=0)
-
-
-def layer_init(layer: nn.Linear, init_para: float = 0.1, normal: bool = False) -> None:
-    """SGB's ``layer_init``: N(0, init_para) if ``normal`` else Xavier-normal; bias 0."""
-    if normal:
-        nn.init.normal_(layer.weight, mean=0.0, std=init_para)
-    else:
-        nn.init.xavier_normal_(layer.weight, gain=1.0)
-    nn.init.zeros_(layer.bias)
-
-
-class _BatchNorm1d(nn.BatchNorm1d):
-    """BatchNorm1d that falls back to running statistics for a single-sample training batch
-    (batch statistics of one box are undefined; SGB would raise)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and x.shape[0] <= 1:
-            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                                False, 0.0, self.eps)
-        return super().forward(x)
+__all__ = ["MotifPredictor", "MotifContext", "DecoderRNN", "encode_box_info"]  # encode_box_info: re-exported
 
 
 class _SortedPacking:
@@ -223,9 +188,7 @@ class MotifContext(nn.Module):
         with torch.no_grad():
             self.obj_embed1.weight.copy_(word_vectors[1:])
             self.obj_embed2.weight.copy_(word_vectors[1:])
-        self.pos_embed = nn.Sequential(
-            nn.Linear(9, 32), _BatchNorm1d(32, momentum=0.001), nn.Linear(32, 128), nn.ReLU(inplace=True),
-        )
+        self.pos_embed = box_position_embedding()
         obj_in = in_channels + embed_dim + 128
         self.obj_ctx_rnn = nn.LSTM(input_size=obj_in, hidden_size=hidden_dim, num_layers=obj_layers,
                                    dropout=dropout_rate if obj_layers > 1 else 0.0, bidirectional=True)
@@ -241,15 +204,12 @@ class MotifContext(nn.Module):
         self._warned_no_logits = False
 
     def _input_distribution(self, proposals: Sequence[Instances], n: int, ref: torch.Tensor) -> torch.Tensor:
-        if all(p.has("logits") for p in proposals):
-            logits = torch.cat([p.logits for p in proposals], dim=0).detach()
-            return F.softmax(logits.to(ref.dtype), dim=1)
-        if not self._warned_no_logits:
+        if not self._warned_no_logits and not all(p.has("logits") for p in proposals):
             logger.warning("%s: proposals carry no 'logits' field (detector class logits); the Motifs "
                            "object embedding uses a uniform class distribution. SGB feeds the "
                            "detector's logits on the boxes here.", self.mode)
             self._warned_no_logits = True
-        return ref.new_full((n, self.num_obj_classes), 1.0 / self.num_obj_classes)
+        return object_class_distribution(proposals, n, ref, self.num_obj_classes)
 
     def forward(self, x: torch.Tensor, proposals: Sequence[Instances], obj_labels: Optional[torch.Tensor]
                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
