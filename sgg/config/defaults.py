@@ -285,6 +285,9 @@ _C.MODEL.ROI_RELATION_HEAD.SGDET_GT_REL_SAMPLING = "top"
 _C.MODEL.ROI_RELATION_HEAD.TEST_REL_TOP_K = 0
 # Cache the GloVe rows of the class names under OUTPUT_DIR.
 _C.MODEL.ROI_RELATION_HEAD.WORD_VECTOR_CACHE = False
+# Test-time logit adjustment of the predicate logits by the train predicate frequency,
+# logits - tau * log(prior) (sgg.modeling.relation.debias; 0 = off). Trades R@K for mR@K.
+_C.MODEL.ROI_RELATION_HEAD.LOGIT_ADJUSTMENT_TAU = 0.0
 
 # TransformerPredictor (SGB's MODEL.ROI_RELATION_HEAD.TRANSFORMER).
 _C.MODEL.ROI_RELATION_HEAD.TRANSFORMER = CN()

@@ -369,3 +369,51 @@ def test_several_images_per_batch_equal_one_at_a_time(mode, data_root, out_dir, 
         reversed_ = model(batch[::-1])[::-1]
     assert_same_graphs(together, alone, exact=False)
     assert_same_graphs(together, reversed_, exact=False)
+
+
+# ------------------------------------------------------------------------------ test-time debiasing
+def test_logit_adjustment_module_by_hand():
+    from sgg.modeling.relation.debias import LogitAdjustment
+
+    logits = torch.tensor([[0.5, 1.0, 2.0, 0.0]])
+    assert LogitAdjustment([0, 6, 3, 0], tau=0.0)(logits) is logits  # tau 0: the identity
+    # prior over predicates 1..3 = (6, 3, 1) / 10 (a count of 0 counts as 1); background untouched
+    out = LogitAdjustment([0, 6, 3, 0], tau=2.0)(logits)
+    expected = torch.tensor([[0.5, 1.0 - 2 * math.log(0.6), 2.0 - 2 * math.log(0.3), 0.0 - 2 * math.log(0.1)]])
+    assert torch.allclose(out, expected)
+    with pytest.raises(ValueError, match="predicate counts"):
+        LogitAdjustment(None, tau=1.0)
+
+
+@pytest.mark.parametrize("mode", ["predcls", "sgdet"])
+def test_logit_adjustment_through_the_model(mode, data_root, out_dir, statistics, splits):
+    """MODEL.ROI_RELATION_HEAD.LOGIT_ADJUSTMENT_TAU: with tau the predicate distribution of every
+    pair is softmax(log p - tau * log prior); tau 0 builds no adjustment and changes nothing."""
+    from sgg.modeling.meta_arch import build_sgg_model
+
+    ds = splits["test"]
+    idx = list(range(min(3, len(ds))))
+    plain, cfg = build_model(data_root, out_dir, statistics, splits, mode, seed=3)
+    assert plain.relation_head.logit_adjustment is None
+    tau = 0.7
+    cfg_t = tiny_config(data_root, out_dir, mode, "MODEL.ROI_RELATION_HEAD.LOGIT_ADJUSTMENT_TAU", str(tau))
+    adjusted = build_sgg_model(cfg_t, statistics, ds.num_classes, ds.num_predicates)
+    adjusted.load_state_dict(plain.state_dict())  # the adjustment adds no parameter / persistent buffer
+    inputs = mapped(cfg, ds, idx, is_train=False, mode=mode)
+    plain.eval()
+    adjusted.eval()
+    with torch.no_grad():
+        a, b = plain(inputs), adjusted(inputs)
+    counts = torch.as_tensor(statistics["predicate_counts"], dtype=torch.float64).clamp(min=1)
+    log_prior = torch.log(counts / counts[1:].sum())
+    log_prior[0] = 0
+    checked = 0
+    for ga, gb in zip(a, b):
+        assert torch.equal(ga.boxes, gb.boxes) and torch.equal(ga.labels, gb.labels)
+        # rows are re-ranked: match them by pair
+        rows_a = {tuple(p.tolist()): r for p, r in zip(ga.rel_pairs, ga.rel_scores)}
+        for p, r in zip(gb.rel_pairs, gb.rel_scores):
+            want = torch.softmax(torch.log(rows_a[tuple(p.tolist())].double()) - tau * log_prior, dim=0)
+            assert torch.allclose(r.double(), want, atol=1e-5)
+            checked += 1
+    assert checked > 0

@@ -50,4 +50,6 @@ def build_relation_head(cfg: CN, detector_box_roi_pool: nn.Module, detector_box_
         cfg, in_channels=in_channels, union_dim=in_channels, num_obj_classes=num_obj_classes,
         num_rel_classes=num_rel_classes, mode=mode, obj_classes=obj_classes, pred_dist=_pred_dist(statistics),
     )
-    return RelationHead.from_config(cfg, detector_box_roi_pool, detector_box_head, predictor, mode)
+    counts = statistics.get("predicate_counts") if statistics else None
+    return RelationHead.from_config(cfg, detector_box_roi_pool, detector_box_head, predictor, mode,
+                                    predicate_counts=counts)

@@ -56,6 +56,8 @@ class RelationHead(nn.Module):
         later_nms_thresh: SGDet class-aware NMS IoU used when the predictor chooses no labels.
         rel_top_k: keep only the best k relations per image at test (None: all n(n-1) pairs,
             which the evaluator needs for the no-graph-constraint metrics).
+        logit_adjustment: test-time debiasing of the predicate logits
+            (:class:`~sgg.modeling.relation.debias.LogitAdjustment`; None = off).
         generator: default CPU ``torch.Generator`` for the sampling (None: global RNG).
     """
 
@@ -64,7 +66,8 @@ class RelationHead(nn.Module):
                  pool_all_levels: bool = True, mask_frame: str = "image", rect_size: Optional[int] = None,
                  union_chunk_size: int = 4096, in_channels: Optional[int] = None,
                  later_nms_thresh: float = 0.5, rel_top_k: Optional[int] = None,
-                 generator: Optional[torch.Generator] = None) -> None:
+                 generator: Optional[torch.Generator] = None,
+                 logit_adjustment: Optional[nn.Module] = None) -> None:
         super().__init__()
         check_mode(mode)
         self.mode = mode
@@ -82,16 +85,26 @@ class RelationHead(nn.Module):
         self.later_nms_thresh = float(later_nms_thresh)
         self.rel_top_k = rel_top_k
         self.generator = generator
+        # test-time debiasing of the predicate logits (None: off); see sgg.modeling.relation.debias
+        self.logit_adjustment = logit_adjustment
 
     @classmethod
     def from_config(cls, cfg, box_roi_pool: nn.Module, box_head: nn.Module, predictor: nn.Module,
-                    mode: str) -> "RelationHead":
+                    mode: str, predicate_counts: Optional[Sequence[float]] = None) -> "RelationHead":
+        """``predicate_counts`` ``[P+1]``: train counts for ``LOGIT_ADJUSTMENT_TAU`` (test-time debiasing)."""
+        from .debias import LogitAdjustment
+
         rh = cfg.MODEL.ROI_RELATION_HEAD
+        tau = float(rh.LOGIT_ADJUSTMENT_TAU)
+        if tau and predicate_counts is None:
+            raise ValueError("MODEL.ROI_RELATION_HEAD.LOGIT_ADJUSTMENT_TAU needs the train predicate counts "
+                             "(statistics['predicate_counts'] / the checkpoint's metadata)")
         return cls(
             box_roi_pool, box_head, predictor, mode, sampler=RelationSampler.from_config(cfg),
             loss=RelationLoss.from_config(cfg, mode), pool_all_levels=rh.POOLING_ALL_LEVELS,
             mask_frame=rh.RECT_MASK_FRAME, union_chunk_size=rh.UNION_CHUNK_SIZE,
             later_nms_thresh=cfg.TEST.RELATION.LATER_NMS_PREDICTION_THRES, rel_top_k=rh.TEST_REL_TOP_K or None,
+            logit_adjustment=LogitAdjustment(predicate_counts, tau) if tau else None,
         )
 
     @torch.no_grad()
@@ -140,7 +153,10 @@ class RelationHead(nn.Module):
         out = self.predictor(roi_features, proposals, rel_pairs, union_features, obj_labels=obj_labels)
 
         if not self.training:
-            return postprocess_relations(proposals, out.obj_logits, out.rel_logits, rel_pairs, self.mode,
+            rel_logits = out.rel_logits
+            if self.logit_adjustment is not None:
+                rel_logits = [self.logit_adjustment(r) for r in rel_logits]
+            return postprocess_relations(proposals, out.obj_logits, rel_logits, rel_pairs, self.mode,
                                          obj_labels=out.obj_labels, later_nms_thresh=self.later_nms_thresh,
                                          top_k=self.rel_top_k)
 
