@@ -29,6 +29,7 @@ COMMANDS = (
     "evaluate_predictions",
     "score_baselines",
     "compare_runs",
+    "zoo",
     "predict",
     "export_model",
     "convert_sgb_checkpoint",
