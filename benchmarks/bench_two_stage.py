@@ -307,6 +307,8 @@ def build_cfg(args, mode: str):
     opts += ["MODEL.ROI_RELATION_HEAD.USE_GT_BOX", protocol[0],
              "MODEL.ROI_RELATION_HEAD.USE_GT_OBJECT_LABEL", protocol[1],
              "MODEL.DEVICE", str(args.device), "DTYPE", args.dtype, "GLOVE_DIR", ""]
+    if args.predictor:
+        opts += ["MODEL.ROI_RELATION_HEAD.PREDICTOR", args.predictor]
     return load_config(args.config_file, opts)
 
 
@@ -510,6 +512,8 @@ def main(argv=None):
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-sgdet", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--predictor", default=None,
+                        help="relation predictor (MODEL.ROI_RELATION_HEAD.PREDICTOR; default: the preset's, Motifs)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
 

@@ -298,6 +298,10 @@ _C.MODEL.ROI_RELATION_HEAD.TRANSFORMER.NUM_HEAD = 8
 _C.MODEL.ROI_RELATION_HEAD.TRANSFORMER.KEY_DIM = 64
 _C.MODEL.ROI_RELATION_HEAD.TRANSFORMER.VAL_DIM = 64
 _C.MODEL.ROI_RELATION_HEAD.TRANSFORMER.INNER_DIM = 2048
+# VCTreePredictor: tree score "sgb" (the reference's saturated bi_freq_prior, its published numbers)
+# or "paper" (sigmoid(vision) x P(related | classes), the paper's form); sgg.modeling.relation.predictors.vctree.
+_C.MODEL.ROI_RELATION_HEAD.VCTREE = CN()
+_C.MODEL.ROI_RELATION_HEAD.VCTREE.TREE_SCORE = "sgb"
 # CausalAnalysisPredictor (SGB's MODEL.ROI_RELATION_HEAD.CAUSAL): context layer motifs | vctree |
 # vtranse, fusion sum | gate, test-time effect none | TDE | NIE | TE.
 _C.MODEL.ROI_RELATION_HEAD.CAUSAL = CN()

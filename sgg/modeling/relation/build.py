@@ -25,6 +25,15 @@ def _pred_dist(statistics: Optional[Mapping[str, Any]]):
     return pd if isinstance(pd, torch.Tensor) else np.asarray(pd, dtype=np.float32)
 
 
+def _names(statistics: Optional[Mapping[str, Any]], key: str, count: int) -> Optional[list]:
+    if not statistics or statistics.get(key) is None:
+        return None
+    names = list(statistics[key])
+    if len(names) != count:
+        raise ValueError(f"statistics list {len(names)} {key}, the model has {count}")
+    return names
+
+
 def build_relation_head(cfg: CN, detector_box_roi_pool: nn.Module, detector_box_head: nn.Module,
                         statistics: Optional[Mapping[str, Any]], num_obj_classes: int, num_rel_classes: int,
                         mode: str) -> RelationHead:
@@ -40,15 +49,12 @@ def build_relation_head(cfg: CN, detector_box_roi_pool: nn.Module, detector_box_
     """
     rh = cfg.MODEL.ROI_RELATION_HEAD
     in_channels = box_head_out_dim(detector_box_head)
-    obj_classes = None
-    if statistics and statistics.get("obj_classes") is not None:
-        obj_classes = list(statistics["obj_classes"])
-        if len(obj_classes) != num_obj_classes:
-            raise ValueError(f"statistics list {len(obj_classes)} object classes, the model has {num_obj_classes}")
+    obj_classes = _names(statistics, "obj_classes", num_obj_classes)
     predictor_cls = RELATION_PREDICTOR_REGISTRY.get(rh.PREDICTOR)
     predictor = predictor_cls.from_config(
         cfg, in_channels=in_channels, union_dim=in_channels, num_obj_classes=num_obj_classes,
         num_rel_classes=num_rel_classes, mode=mode, obj_classes=obj_classes, pred_dist=_pred_dist(statistics),
+        rel_classes=_names(statistics, "rel_classes", num_rel_classes),
     )
     counts = statistics.get("predicate_counts") if statistics else None
     return RelationHead.from_config(cfg, detector_box_roi_pool, detector_box_head, predictor, mode,

@@ -150,7 +150,10 @@ class RelationHead(nn.Module):
         union_features = None
         if self.use_union_features:
             union_features = self.union_feature_extractor(features, proposals, rel_pairs)
-        out = self.predictor(roi_features, proposals, rel_pairs, union_features, obj_labels=obj_labels)
+        extra = {}
+        if self.training and getattr(self.predictor, "uses_rel_labels", False):
+            extra["rel_labels"] = rel_labels  # predictors whose own losses need the sampled predicates
+        out = self.predictor(roi_features, proposals, rel_pairs, union_features, obj_labels=obj_labels, **extra)
 
         if not self.training:
             rel_logits = out.rel_logits

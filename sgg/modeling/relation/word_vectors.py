@@ -10,7 +10,8 @@ Two file formats are read from ``glove_dir`` (never downloaded):
 
 A class name found verbatim gets its vector; otherwise (e.g. ``"traffic light"``,
 ``"tennis_racket"``) the average of the vectors of its words (split on spaces/underscores) that are
-in the vocabulary; otherwise a random normal vector. (SGB used the longest word only; the average is
+in the vocabulary; otherwise a random normal vector. Special tokens (``__background__``) always get
+the random vector (SGB splits names on spaces only, so it never found one for them). (SGB used the longest word only; the average is
 what specs/compat.md asks for.)
 
 Without a file, every vector is drawn from N(0, 1) with a ``torch.Generator`` seeded from
@@ -56,6 +57,11 @@ def random_word_vectors(names: Sequence[str], dim: int) -> torch.Tensor:
     global RNG. What a model starts from when no GloVe file is read; reads nothing."""
     names = [str(n) for n in names]
     return torch.stack([_random_vector(n, dim) for n in names]) if names else torch.zeros(0, dim)
+
+
+def _is_special(name: str) -> bool:
+    """A special token such as ``__background__`` (not a word: never looked up in GloVe)."""
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
 
 
 def _words_of(name: str) -> List[str]:
@@ -164,6 +170,8 @@ def load_word_vectors(names: Sequence[str], glove_dir: Optional[str], dim: int =
     else:
         missing = []
         for i, name in enumerate(names):
+            if _is_special(name):  # "__background__": a seeded random vector, as SGB / PE-Net
+                continue
             vec = table.get(name, table.get(name.lower()))
             if vec is None:
                 parts = [table.get(w, table.get(w.lower())) for w in _words_of(name)]

@@ -5,7 +5,7 @@ Every predictor registered in :data:`RELATION_PREDICTOR_REGISTRY` (the config va
 
 * ``__init__(**plain keyword arguments)``; ``from_config(cfg, *, in_channels, union_dim,
   num_obj_classes, num_rel_classes, mode, obj_classes=None, pred_dist=None,
-  word_vectors=None)`` maps the config (``build_relation_head`` passes all of these); the
+  word_vectors=None, rel_classes=None)`` maps the config (``build_relation_head`` passes all of these); the
   constructor reads no file (build first, load after). A predictor with word embeddings starts
   from seeded random vectors (:func:`~sgg.modeling.relation.word_vectors.random_word_vectors`) and
   has ``word_vector_specs() -> {key: (names, dim)}`` and ``set_word_vectors(**{key: tensor})``;
@@ -49,5 +49,9 @@ class PredictorOutput(NamedTuple):
 
 
 from .motifs import MotifPredictor  # noqa: E402  (registers itself)
+from .imp import IMPPredictor  # noqa: E402,F401
+from .transformer import TransformerPredictor  # noqa: E402,F401
+from .penet import PENetPredictor  # noqa: E402,F401
+from .vctree import VCTreePredictor  # noqa: E402,F401
 
-__all__ = ["RELATION_PREDICTOR_REGISTRY", "PredictorOutput", "MotifPredictor"]
+__all__ = ["RELATION_PREDICTOR_REGISTRY", "PredictorOutput", "MotifPredictor", "IMPPredictor", "TransformerPredictor", "PENetPredictor", "VCTreePredictor"]

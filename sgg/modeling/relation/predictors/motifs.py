@@ -355,7 +355,8 @@ class MotifPredictor(nn.Module):
     @classmethod
     def from_config(cls, cfg, *, in_channels: int, num_obj_classes: int, num_rel_classes: int, mode: str,
                     union_dim: Optional[int] = None, obj_classes: Optional[Sequence[str]] = None,
-                    pred_dist=None, word_vectors: Optional[torch.Tensor] = None) -> "MotifPredictor":
+                    pred_dist=None, word_vectors: Optional[torch.Tensor] = None,
+                    rel_classes: Optional[Sequence[str]] = None) -> "MotifPredictor":
         rh = cfg.MODEL.ROI_RELATION_HEAD
         return cls(
             num_obj_classes=num_obj_classes, num_rel_classes=num_rel_classes, in_channels=in_channels,
