@@ -311,6 +311,9 @@ _C.MODEL.ROI_RELATION_HEAD.CAUSAL.EFFECT_TYPE = "none"
 _C.MODEL.ROI_RELATION_HEAD.CAUSAL.EFFECT_ANALYSIS = False
 _C.MODEL.ROI_RELATION_HEAD.CAUSAL.SPATIAL_FOR_VISION = False
 _C.MODEL.ROI_RELATION_HEAD.CAUSAL.SEPARATE_SPATIAL = False
+# VTransE context in PredCls: "sgb" (the reference: predicted labels reach the bias and the output,
+# the GT labels are ignored) or "protocol" (the GT labels, like every other context).
+_C.MODEL.ROI_RELATION_HEAD.CAUSAL.VTRANSE_LABELS = "sgb"
 
 # ---------------------------------------------------------------------------------------------
 # Depth input (sgg.data.mapper)

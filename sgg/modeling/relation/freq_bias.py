@@ -42,7 +42,7 @@ class FrequencyBias(nn.Module):
     def index_with_probability(self, pair_prob: torch.Tensor) -> torch.Tensor:
         """Soft version: ``pair_prob`` ``[M, 2, C+1]`` class distributions -> expected bias ``[M, P+1]``."""
         joint = pair_prob[:, 0, :, None] * pair_prob[:, 1, None, :]
-        return joint.reshape(joint.shape[0], -1) @ self.obj_baseline.weight
+        return joint.flatten(1) @ self.obj_baseline.weight  # flatten(1): also for M = 0 pairs
 
     def forward(self, labels: torch.Tensor) -> torch.Tensor:
         return self.index_with_labels(labels)

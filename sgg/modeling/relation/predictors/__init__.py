@@ -53,5 +53,6 @@ from .imp import IMPPredictor  # noqa: E402,F401
 from .transformer import TransformerPredictor  # noqa: E402,F401
 from .penet import PENetPredictor  # noqa: E402,F401
 from .vctree import VCTreePredictor  # noqa: E402,F401
+from .causal import CausalAnalysisPredictor  # noqa: E402,F401
 
-__all__ = ["RELATION_PREDICTOR_REGISTRY", "PredictorOutput", "MotifPredictor", "IMPPredictor", "TransformerPredictor", "PENetPredictor", "VCTreePredictor"]
+__all__ = ["RELATION_PREDICTOR_REGISTRY", "PredictorOutput", "MotifPredictor", "IMPPredictor", "TransformerPredictor", "PENetPredictor", "VCTreePredictor", "CausalAnalysisPredictor"]

@@ -30,7 +30,7 @@ allowed, and a box fully suppressed by the SGDet NMS keeps its argmax instead of
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -211,10 +211,16 @@ class MotifContext(nn.Module):
             self._warned_no_logits = True
         return object_class_distribution(proposals, n, ref, self.num_obj_classes)
 
-    def forward(self, x: torch.Tensor, proposals: Sequence[Instances], obj_labels: Optional[torch.Tensor]
+    def forward(self, x: torch.Tensor, proposals: Sequence[Instances], obj_labels: Optional[torch.Tensor],
+                input_hook: Optional[Callable[[str, torch.Tensor], torch.Tensor]] = None
                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``x`` ``[N, in_channels]`` -> (obj_logits ``[N, C+1]``, obj_preds ``[N]``,
-        edge_ctx ``[N, hidden]``)."""
+        edge_ctx ``[N, hidden]``).
+
+        ``input_hook(name, tensor) -> tensor`` (optional) sees, and may replace, two inputs:
+        ``"decoder"`` the decoder input ``[N, D+E+128+H]`` (SGCls/SGDet) and ``"edge"`` the
+        ``[obj_embed2(label), x]`` part ``[N, E+D]`` of the edge input (the Causal predictor tracks
+        their averages in training and substitutes them in its counterfactual pass)."""
         num_objs = [len(p) for p in proposals]
         boxes = [p.boxes.tensor.to(x.dtype) for p in proposals]
         if self.mode == "predcls":
@@ -235,7 +241,10 @@ class MotifContext(nn.Module):
             obj_dists = torch.full((x.shape[0], self.num_obj_classes), -1000.0, device=x.device, dtype=x.dtype)
             obj_dists.scatter_(1, obj_preds.view(-1, 1), 1000.0)
         else:
-            dec_in = packing.pad(torch.cat([obj_pre_rep, obj_ctx], dim=1))
+            dec_flat = torch.cat([obj_pre_rep, obj_ctx], dim=1)
+            if input_hook is not None:
+                dec_flat = input_hook("decoder", dec_flat)
+            dec_in = packing.pad(dec_flat)
             teacher = None
             if self.training:
                 if obj_labels is None:
@@ -247,8 +256,10 @@ class MotifContext(nn.Module):
             if self.mode == "sgdet" and not self.training:
                 obj_preds = self._nms_labels(obj_dists, proposals, num_objs)
 
-        obj_embed2 = self.obj_embed2(obj_preds)
-        edge_in = torch.cat([obj_embed2, x, obj_ctx], dim=1)
+        edge_in = torch.cat([self.obj_embed2(obj_preds), x], dim=1)
+        if input_hook is not None:
+            edge_in = input_hook("edge", edge_in)
+        edge_in = torch.cat([edge_in, obj_ctx], dim=1)
         edge_ctx = self.lin_edge_h(packing.run_lstm(self.edge_ctx_rnn, edge_in))
         return obj_dists, obj_preds, edge_ctx
 

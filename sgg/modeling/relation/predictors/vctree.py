@@ -88,7 +88,7 @@ Reference quirks (SGB HEAD 6f75881; what this module does):
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -106,7 +106,7 @@ from . import RELATION_PREDICTOR_REGISTRY, PredictorOutput
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VCTreeContext", "VCTreeForest", "VCTreePredictor", "binary_targets", "overlap_info", "vctree_forest"]
+__all__ = ["VCTreeContext", "VCTreeForest", "VCTreePredictor", "binary_loss", "binary_targets", "overlap_info", "vctree_forest"]
 
 TREE_SCORES = ("sgb", "paper")
 _IM_SCALE = 1024.0  # SGB's fixed normaliser of the overlap code
@@ -271,6 +271,23 @@ def binary_targets(num_objs: Sequence[int], rel_pairs: Optional[Sequence[torch.T
     return out
 
 
+def binary_loss(logits: torch.Tensor, num_objs: Sequence[int], rel_pairs: Optional[Sequence[torch.Tensor]] = None,
+                rel_labels: Optional[Sequence[torch.Tensor]] = None,
+                rel_binarys: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
+    """SGB's ``binary_loss``: per image with objects the mean BCE-with-logits of the ``[N_i, N_i]``
+    binary logits (``logits`` ``[B, max N, max N]``) against :func:`binary_targets`, averaged over
+    those images. At least one image must have an object."""
+    nonempty = [b for b, k in enumerate(num_objs) if k > 0]
+    target = binary_targets(num_objs, rel_pairs, rel_labels, rel_binarys, device=logits.device)
+    counts = torch.as_tensor(list(num_objs), dtype=logits.dtype, device=logits.device)
+    ar = torch.arange(logits.shape[1], device=logits.device)
+    valid = ar[None, :] < counts[:, None]
+    pair = (valid[:, :, None] & valid[:, None, :]).to(logits.dtype)
+    bce = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none") * pair
+    per_image = bce.sum((1, 2)) / (counts * counts).clamp(min=1)
+    return per_image[nonempty].mean()
+
+
 # --------------------------------------------------------------------------------- context
 class VCTreeContextOutput(NamedTuple):
     """``obj_dists`` ``[N, C]``, ``obj_preds`` ``[N]``, ``edge_ctx`` ``[N, H]``; ``binary_logits`` /
@@ -389,10 +406,14 @@ class VCTreeContext(nn.Module):
             scores = torch.sigmoid(vis) * co
         return logits, scores
 
-    def forward(self, x: torch.Tensor, proposals: Sequence[Instances], obj_labels: Optional[torch.Tensor]
-                ) -> VCTreeContextOutput:
+    def forward(self, x: torch.Tensor, proposals: Sequence[Instances], obj_labels: Optional[torch.Tensor],
+                input_hook: Optional[Callable[[str, torch.Tensor], torch.Tensor]] = None) -> VCTreeContextOutput:
         """``x`` ``[N, in_channels]`` -> :class:`VCTreeContextOutput`. Runs in float32 (outside
-        autocast): tree scores decide a discrete structure and tree states accumulate over depth."""
+        autocast): tree scores decide a discrete structure and tree states accumulate over depth.
+
+        ``input_hook(name, tensor) -> tensor`` (optional) sees, and may replace, the decoder input
+        (``"decoder"``, ``[N, D+E+128+H]``, SGCls/SGDet) and the ``[obj_embed2(label), x]`` part of the
+        edge input (``"edge"``, ``[N, E+D]``), as :meth:`MotifContext.forward`."""
         num_objs = [len(p) for p in proposals]
         batch = len(num_objs)
         with torch.autocast(device_type=x.device.type, enabled=False):
@@ -420,8 +441,14 @@ class VCTreeContext(nn.Module):
                 obj_dists = torch.full((x.shape[0], self.num_obj_classes), -1000.0, device=x.device)
                 obj_dists.scatter_(1, obj_preds.view(-1, 1), 1000.0)
             else:
-                obj_dists, obj_preds = self.decoder_rnn(torch.cat([obj_pre_rep, obj_ctx], dim=1), tree, batch)
-            edge_in = torch.cat([self.obj_embed2(obj_preds), x, obj_ctx], dim=1)
+                dec_in = torch.cat([obj_pre_rep, obj_ctx], dim=1)
+                if input_hook is not None:
+                    dec_in = input_hook("decoder", dec_in)
+                obj_dists, obj_preds = self.decoder_rnn(dec_in, tree, batch)
+            edge_in = torch.cat([self.obj_embed2(obj_preds), x], dim=1)
+            if input_hook is not None:
+                edge_in = input_hook("edge", edge_in)
+            edge_in = torch.cat([edge_in, obj_ctx], dim=1)
             edge_ctx = self.edge_ctx_rnn(edge_in, tree, batch)
         return VCTreeContextOutput(obj_dists, obj_preds, edge_ctx, logits, scores, forest)
 
@@ -548,17 +575,9 @@ class VCTreePredictor(nn.Module):
                                "uses_rel_labels = True.")
                 self._warned_no_targets = True
             return None
-        nonempty = [b for b, k in enumerate(num_objs) if k > 0]
-        if not nonempty:
+        if not any(num_objs):
             return logits.sum() * 0.0 + self.context_layer.vision_prior.weight.sum() * 0.0
-        target = binary_targets(num_objs, rel_pairs, rel_labels, rel_binarys, device=logits.device)
-        counts = torch.as_tensor(num_objs, dtype=logits.dtype, device=logits.device)
-        ar = torch.arange(logits.shape[1], device=logits.device)
-        valid = ar[None, :] < counts[:, None]
-        pair = (valid[:, :, None] & valid[:, None, :]).to(logits.dtype)
-        bce = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none") * pair
-        per_image = bce.sum((1, 2)) / (counts * counts).clamp(min=1)
-        return per_image[nonempty].mean()
+        return binary_loss(logits, num_objs, rel_pairs, rel_labels, rel_binarys)
 
     def forward(self, roi_features: torch.Tensor, proposals: Sequence[Instances],
                 rel_pairs: Sequence[torch.Tensor], union_features: Optional[torch.Tensor] = None,
