@@ -21,7 +21,7 @@ def test_every_module_and_tool_is_a_command():
     modules = {f[:-3] for f in os.listdir(cli_dir) if f.endswith(".py") and f != "__init__.py"}
     tools = {f[:-3] for f in os.listdir(os.path.join(REPO, "tools")) if f.endswith(".py")}
     assert set(COMMANDS) == modules == tools
-    assert len(COMMANDS) == len(set(COMMANDS)) == 12
+    assert len(COMMANDS) == len(set(COMMANDS)) == 13
 
 
 def test_help_lists_every_command_with_its_summary(capsys):
