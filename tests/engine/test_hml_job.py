@@ -105,6 +105,7 @@ _PREDICTOR_OPTS = {
                              "MODEL.ROI_RELATION_HEAD.TRANSFORMER.VAL_DIM", "4",
                              "MODEL.ROI_RELATION_HEAD.TRANSFORMER.INNER_DIM", "16"],
     "PENetPredictor": [],
+    "CausalAnalysisPredictor": [],
 }
 
 
