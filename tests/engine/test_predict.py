@@ -498,3 +498,42 @@ def test_training_run_writes_training_curves(two_stage, tmp_path):
     assert img is not None and img.std() > 10
     keys = training_curves_keys(os.path.join(out, "metrics.json"))
     assert {"total_loss", "loss_rel", "lr", "val/R@100", "val/mR@100"} <= set(keys)
+
+
+_TINY_PREDICTOR_OPTS = {
+    "IMPPredictor": [],
+    "VCTreePredictor": [],
+    "TransformerPredictor": ["MODEL.ROI_RELATION_HEAD.TRANSFORMER.OBJ_LAYER", "1",
+                             "MODEL.ROI_RELATION_HEAD.TRANSFORMER.REL_LAYER", "1",
+                             "MODEL.ROI_RELATION_HEAD.TRANSFORMER.NUM_HEAD", "2",
+                             "MODEL.ROI_RELATION_HEAD.TRANSFORMER.KEY_DIM", "4",
+                             "MODEL.ROI_RELATION_HEAD.TRANSFORMER.VAL_DIM", "4",
+                             "MODEL.ROI_RELATION_HEAD.TRANSFORMER.INNER_DIM", "16"],
+    "PENetPredictor": [],
+    "CausalAnalysisPredictor": ["MODEL.ROI_RELATION_HEAD.CAUSAL.EFFECT_ANALYSIS", "True",
+                                "MODEL.ROI_RELATION_HEAD.CAUSAL.EFFECT_TYPE", "TDE"],
+}
+
+
+@pytest.mark.parametrize("mode", ["predcls", "sgdet"])
+@pytest.mark.parametrize("name", sorted(_TINY_PREDICTOR_OPTS))
+def test_every_predictor_predicts_from_its_checkpoint(name, mode, data_root, image_dir, tmp_path, monkeypatch):
+    """A checkpoint of each predictor (PredCls: fed the detections; SGDet: its own objects) loads
+    through the one inference loader and predicts scene graphs of user images."""
+    from sgg.engine.relation import build_relation_model
+    from sgg.modeling.relation.predictors.penet import PENetPredictor
+
+    monkeypatch.setattr(PENetPredictor, "REFERENCE_SIZES", {"mlp_dim": 16, "embed_dim": 8, "dropout_rate": 0.2})
+    out = str(tmp_path / "out")
+    cfg = tiny_config(data_root, out, mode, "MODEL.ROI_RELATION_HEAD.PREDICTOR", name, *_TINY_PREDICTOR_OPTS[name])
+    torch.manual_seed(11)
+    model, _, _ = build_relation_model(cfg)
+    Checkpointer(model, out).save("model_final")
+    predictor = Predictor(cfg, out)
+    assert type(predictor.model.relation_head.predictor).__name__ == name
+    assert predictor.object_labels == ("detector" if mode == "predcls" else "model")
+    graphs = predictor.predict(image_files(image_dir)[:2])
+    assert len(graphs) == 2
+    for g in graphs:
+        assert g.rel_pairs.shape[1] == 2 and g.rel_scores.shape[0] == g.rel_pairs.shape[0]
+        assert bool((g.triplet_scores[:-1] >= g.triplet_scores[1:]).all())
