@@ -113,7 +113,7 @@ from sgg.structures import Instances
 
 from ..freq_bias import FrequencyBias
 from ..word_vectors import random_word_vectors
-from .common import layer_init
+from .common import check_word_vectors, class_names, fill_context_embeddings, layer_init
 from .motifs import MotifContext
 from .vctree import VCTreeContext, binary_loss
 from .vtranse import VTRANSE_LABELS, VTransEContext
@@ -217,11 +217,7 @@ class CausalAnalysisPredictor(nn.Module):
                                      ("vtranse_labels", vtranse_labels, VTRANSE_LABELS)):
             if value not in allowed:
                 raise ValueError(f"CausalAnalysisPredictor: {name} must be one of {allowed}, got {value!r}")
-        if obj_classes is None:
-            obj_classes = ["__background__"] + [f"class_{i}" for i in range(1, num_obj_classes)]
-        obj_classes = list(obj_classes)
-        if len(obj_classes) != num_obj_classes:
-            raise ValueError(f"obj_classes has {len(obj_classes)} names, num_obj_classes is {num_obj_classes}")
+        obj_classes = class_names(obj_classes, num_obj_classes)
         if effect_type != "none" and not effect_analysis:
             logger.warning("CausalAnalysisPredictor: EFFECT_TYPE %s without EFFECT_ANALYSIS gives the factual "
                            "logits at test (as SGB); set MODEL.ROI_RELATION_HEAD.CAUSAL.EFFECT_ANALYSIS True "
@@ -303,10 +299,8 @@ class CausalAnalysisPredictor(nn.Module):
 
     # -------------------------------------------------------------------------- word vectors
     def _check_word_vectors(self, vectors: torch.Tensor, embed_dim: int) -> None:
-        want = (len(self.word_vector_names), embed_dim)
-        if tuple(vectors.shape) != want:
-            raise ValueError(f"word_vectors must have shape {want} (rows: 'start' + the {want[0] - 1} class names, "
-                             f"columns: EMBED_DIM), got {tuple(vectors.shape)}")
+        n = len(self.word_vector_names)
+        check_word_vectors(vectors, n, embed_dim, f"'start' + the {n - 1} class names")
 
     def word_vector_specs(self) -> Dict[str, Tuple[List[str], int]]:
         """``{"obj": ("start" + class names, embed_dim)}`` (the load step fills them from GloVe)."""
@@ -317,14 +311,8 @@ class CausalAnalysisPredictor(nn.Module):
         """Initialise the context's class embeddings (``obj_embed1`` / ``obj_embed2`` rows 1.., the
         decoder's all rows) from ``obj`` ``[C+2, embed_dim]``, rows in the order of
         :attr:`word_vector_names`."""
-        ctx = self.context_layer
-        self._check_word_vectors(obj, ctx.embed_dim)
-        vectors = obj.to(ctx.obj_embed2.weight)
-        if hasattr(ctx, "obj_embed1"):
-            ctx.obj_embed1.weight.copy_(vectors[1:])
-        ctx.obj_embed2.weight.copy_(vectors[1:])
-        if hasattr(ctx, "decoder_rnn"):
-            ctx.decoder_rnn.obj_embed.weight.copy_(vectors)
+        self._check_word_vectors(obj, self.context_layer.embed_dim)
+        fill_context_embeddings(self.context_layer, obj)
 
     @classmethod
     def from_config(cls, cfg, *, in_channels: int, num_obj_classes: int, num_rel_classes: int, mode: str,

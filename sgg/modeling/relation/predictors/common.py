@@ -2,7 +2,7 @@
 code, its position embedding, SGB's layer init, the class distribution fed to object contexts."""
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +10,10 @@ from torch import nn
 
 from sgg.structures import Instances
 
-__all__ = ["BatchNorm1dAnySize", "box_position_embedding", "encode_box_info", "layer_init",
+from ..postprocess import class_aware_nms_labels_batched
+
+__all__ = ["BatchNorm1dAnySize", "box_position_embedding", "check_word_vectors", "class_names",
+           "encode_box_info", "fill_context_embeddings", "gt_label_logits", "layer_init", "nms_object_labels",
            "object_class_distribution"]
 
 
@@ -65,3 +68,51 @@ def object_class_distribution(proposals: Sequence[Instances], n: int, ref: torch
         logits = torch.cat([p.logits for p in proposals], dim=0).detach()
         return F.softmax(logits.to(ref.dtype), dim=1)
     return ref.new_full((n, num_obj_classes), 1.0 / num_obj_classes)
+
+
+def class_names(names: Optional[Sequence[str]], count: int, what: str = "obj_classes",
+                count_key: str = "num_obj_classes", generic: str = "class") -> List[str]:
+    """``names`` as a list (checked against ``count``, background included), or generic names
+    ``["__background__", "<generic>_1", ...]`` when None."""
+    if names is None:
+        return ["__background__"] + [f"{generic}_{i}" for i in range(1, count)]
+    names = list(names)
+    if len(names) != count:
+        raise ValueError(f"{what} has {len(names)} names, {count_key} is {count}")
+    return names
+
+
+def check_word_vectors(vectors: torch.Tensor, num_rows: int, dim: int, rows: str, what: str = "word_vectors") -> None:
+    """A ValueError naming the expected shape ``[num_rows, dim]`` (``rows`` says what the rows are)."""
+    want = (int(num_rows), int(dim))
+    if tuple(vectors.shape) != want:
+        raise ValueError(f"{what} must have shape {want} (rows: {rows}, columns: EMBED_DIM), got {tuple(vectors.shape)}")
+
+
+@torch.no_grad()
+def fill_context_embeddings(ctx: nn.Module, vectors: torch.Tensor) -> None:
+    """The class embeddings of a Motifs / VCTree context from ``["start"] + classes`` vectors: rows 1..
+    into ``obj_embed1`` (when built) and ``obj_embed2``, every row into the decoder's embedding (when
+    built)."""
+    vectors = vectors.to(ctx.obj_embed2.weight)
+    if hasattr(ctx, "obj_embed1"):
+        ctx.obj_embed1.weight.copy_(vectors[1:])
+    ctx.obj_embed2.weight.copy_(vectors[1:])
+    if hasattr(ctx, "decoder_rnn"):
+        ctx.decoder_rnn.obj_embed.weight.copy_(vectors)
+
+
+def gt_label_logits(labels: torch.Tensor, num_classes: int, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """SGB's PredCls object "logits": ``[N, C+1]`` of -1000 with +1000 at each GT label."""
+    out = torch.full((labels.shape[0], num_classes), -1000.0, device=labels.device, dtype=dtype)
+    return out.scatter_(1, labels.long().view(-1, 1), 1000.0)
+
+
+@torch.no_grad()
+def nms_object_labels(obj_logits: torch.Tensor, proposals: Sequence[Instances], num_objs: Sequence[int],
+                      thresh: float) -> torch.Tensor:
+    """SGDet labels ``[sum N_i]`` by greedy class-aware NMS over ``softmax(obj_logits)`` per image, on
+    the per-class boxes when the proposals carry ``boxes_per_cls`` (SGB's in-model relabelling)."""
+    probs = F.softmax(obj_logits.detach().float(), dim=1).split(list(num_objs))
+    boxes = [p.boxes_per_cls if p.has("boxes_per_cls") else p.boxes.tensor for p in proposals]
+    return torch.cat(class_aware_nms_labels_batched(probs, boxes, thresh))

@@ -71,7 +71,7 @@ from torch import nn
 from sgg.protocol import check_mode
 from sgg.structures import Instances
 
-from .common import layer_init
+from .common import class_names, gt_label_logits, layer_init
 from . import RELATION_PREDICTOR_REGISTRY, PredictorOutput
 
 __all__ = ["IMPPredictor", "IMPContext", "make_fc"]
@@ -178,8 +178,8 @@ class IMPPredictor(nn.Module):
                  word_vectors: Optional[torch.Tensor] = None) -> None:
         super().__init__()
         check_mode(mode)
-        if obj_classes is not None and len(obj_classes) != num_obj_classes:
-            raise ValueError(f"obj_classes has {len(obj_classes)} names, num_obj_classes is {num_obj_classes}")
+        if obj_classes is not None:
+            class_names(obj_classes, num_obj_classes)  # checks the count
         self.mode = mode
         self.num_obj_cls = num_obj_classes
         self.num_rel_cls = num_rel_classes
@@ -233,8 +233,7 @@ class IMPPredictor(nn.Module):
             if obj_labels is None:
                 raise ValueError("IMPPredictor(mode='predcls') needs obj_labels (the GT labels)")
             labels = obj_labels.to(device=dev, dtype=torch.long)
-            obj_dists = torch.full((labels.shape[0], self.num_obj_cls), -1000.0, device=dev, dtype=x.dtype)
-            obj_dists.scatter_(1, labels.view(-1, 1), 1000.0)
+            obj_dists = gt_label_logits(labels, self.num_obj_cls, x.dtype)
             committed = list(labels.split(num_objs))
         else:
             committed = None  # argmax (SGCls) / class-aware NMS (SGDet) in the post-processor, as SGB

@@ -34,7 +34,6 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -42,9 +41,9 @@ from sgg.protocol import check_mode
 from sgg.structures import Instances
 
 from ..freq_bias import FrequencyBias
-from ..postprocess import class_aware_nms_labels_batched
 from ..word_vectors import random_word_vectors
-from .common import box_position_embedding, encode_box_info, layer_init, object_class_distribution
+from .common import (box_position_embedding, check_word_vectors, class_names, encode_box_info, fill_context_embeddings,
+                     gt_label_logits, layer_init, nms_object_labels, object_class_distribution)
 from . import RELATION_PREDICTOR_REGISTRY, PredictorOutput
 
 logger = logging.getLogger(__name__)
@@ -238,8 +237,7 @@ class MotifContext(nn.Module):
 
         if self.mode == "predcls":
             obj_preds = obj_labels.long()
-            obj_dists = torch.full((x.shape[0], self.num_obj_classes), -1000.0, device=x.device, dtype=x.dtype)
-            obj_dists.scatter_(1, obj_preds.view(-1, 1), 1000.0)
+            obj_dists = gt_label_logits(obj_preds, self.num_obj_classes, x.dtype)
         else:
             dec_flat = torch.cat([obj_pre_rep, obj_ctx], dim=1)
             if input_hook is not None:
@@ -254,7 +252,7 @@ class MotifContext(nn.Module):
             obj_dists = packing.unpad(dists)
             obj_preds = packing.unpad(commits)
             if self.mode == "sgdet" and not self.training:
-                obj_preds = self._nms_labels(obj_dists, proposals, num_objs)
+                obj_preds = nms_object_labels(obj_dists, proposals, num_objs, self.later_nms_thresh)
 
         edge_in = torch.cat([self.obj_embed2(obj_preds), x], dim=1)
         if input_hook is not None:
@@ -263,10 +261,6 @@ class MotifContext(nn.Module):
         edge_ctx = self.lin_edge_h(packing.run_lstm(self.edge_ctx_rnn, edge_in))
         return obj_dists, obj_preds, edge_ctx
 
-    def _nms_labels(self, obj_dists: torch.Tensor, proposals: Sequence[Instances], num_objs: List[int]) -> torch.Tensor:
-        probs = F.softmax(obj_dists.detach().float(), dim=1).split(num_objs)
-        nms_boxes = [p.boxes_per_cls if p.has("boxes_per_cls") else p.boxes.tensor for p in proposals]
-        return torch.cat(class_aware_nms_labels_batched(probs, nms_boxes, self.later_nms_thresh))
 
 
 @RELATION_PREDICTOR_REGISTRY.register()
@@ -305,11 +299,7 @@ class MotifPredictor(nn.Module):
                  later_nms_thresh: float = 0.5) -> None:
         super().__init__()
         check_mode(mode)
-        if obj_classes is None:
-            obj_classes = ["__background__"] + [f"class_{i}" for i in range(1, num_obj_classes)]
-        obj_classes = list(obj_classes)
-        if len(obj_classes) != num_obj_classes:
-            raise ValueError(f"obj_classes has {len(obj_classes)} names, num_obj_classes is {num_obj_classes}")
+        obj_classes = class_names(obj_classes, num_obj_classes)
         self.mode = mode
         self.num_obj_cls = num_obj_classes
         self.num_rel_cls = num_rel_classes
@@ -340,10 +330,8 @@ class MotifPredictor(nn.Module):
         self.freq_bias = FrequencyBias(num_obj_classes, num_rel_classes, pred_dist) if self.use_bias else None
 
     def _check_word_vectors(self, vectors: torch.Tensor, embed_dim: int) -> None:
-        want = (len(self.word_vector_names), embed_dim)
-        if tuple(vectors.shape) != want:
-            raise ValueError(f"word_vectors must have shape {want} (rows: 'start' + the {want[0] - 1} class names, "
-                             f"columns: EMBED_DIM), got {tuple(vectors.shape)}")
+        n = len(self.word_vector_names)
+        check_word_vectors(vectors, n, embed_dim, f"'start' + the {n - 1} class names")
 
     def word_vector_specs(self) -> Dict[str, Tuple[List[str], int]]:
         """The word vectors this predictor starts from (the load step fills them from GloVe):
@@ -354,14 +342,8 @@ class MotifPredictor(nn.Module):
     def set_word_vectors(self, obj: torch.Tensor) -> None:
         """Initialise the class embeddings (``obj_embed1``, ``obj_embed2`` and the object decoder's)
         from ``obj`` ``[C+2, embed_dim]``, rows in the order of :attr:`word_vector_names`."""
-        vectors = obj
-        ctx = self.context_layer
-        self._check_word_vectors(vectors, ctx.embed_dim)
-        vectors = vectors.to(ctx.obj_embed1.weight)
-        ctx.obj_embed1.weight.copy_(vectors[1:])
-        ctx.obj_embed2.weight.copy_(vectors[1:])
-        if hasattr(ctx, "decoder_rnn"):
-            ctx.decoder_rnn.obj_embed.weight.copy_(vectors)
+        self._check_word_vectors(obj, self.context_layer.embed_dim)
+        fill_context_embeddings(self.context_layer, obj)
 
     @classmethod
     def from_config(cls, cfg, *, in_channels: int, num_obj_classes: int, num_rel_classes: int, mode: str,

@@ -95,9 +95,9 @@ from torch import nn
 from sgg.protocol import check_mode
 from sgg.structures import Instances
 
-from ..postprocess import class_aware_nms_labels_batched
 from ..word_vectors import random_word_vectors
-from .common import box_position_embedding, encode_box_info, object_class_distribution
+from .common import (box_position_embedding, class_names, encode_box_info, gt_label_logits, nms_object_labels,
+                     object_class_distribution)
 from . import RELATION_PREDICTOR_REGISTRY, PredictorOutput
 
 logger = logging.getLogger(__name__)
@@ -231,15 +231,8 @@ class PENetPredictor(nn.Module):
                  pos_embed_twice: bool = True) -> None:
         super().__init__()
         check_mode(mode)
-        if obj_classes is None:
-            obj_classes = ["__background__"] + [f"class_{i}" for i in range(1, num_obj_classes)]
-        if rel_classes is None:
-            rel_classes = ["__background__"] + [f"predicate_{i}" for i in range(1, num_rel_classes)]
-        obj_classes, rel_classes = list(obj_classes), list(rel_classes)
-        if len(obj_classes) != num_obj_classes:
-            raise ValueError(f"obj_classes has {len(obj_classes)} names, num_obj_classes is {num_obj_classes}")
-        if len(rel_classes) != num_rel_classes:
-            raise ValueError(f"rel_classes has {len(rel_classes)} names, num_rel_classes is {num_rel_classes}")
+        obj_classes = class_names(obj_classes, num_obj_classes)
+        rel_classes = class_names(rel_classes, num_rel_classes, "rel_classes", "num_rel_classes", "predicate")
         if mlp_dim % 2:
             raise ValueError(f"mlp_dim must be even (W_sub/W_obj/W_pred hidden size mlp_dim // 2), got {mlp_dim}")
         self.mode = mode
@@ -362,8 +355,7 @@ class PENetPredictor(nn.Module):
             if obj_labels is None:
                 raise ValueError("PENetPredictor(mode='predcls') needs obj_labels (the GT labels)")
             preds = obj_labels.long().to(x.device)
-            dists = torch.full((n, self.num_obj_cls), -1000.0, device=x.device, dtype=x.dtype)
-            dists.scatter_(1, preds.view(-1, 1), 1000.0)
+            dists = gt_label_logits(preds, self.num_obj_cls, x.dtype)
             return dists, preds
         if not self._warned_no_logits and not all(p.has("logits") for p in proposals):
             logger.warning("%s: proposals carry no 'logits' field (detector class logits); the PE-Net "
@@ -378,10 +370,8 @@ class PENetPredictor(nn.Module):
         pos_embed = self.pos_embed(box_info)
         dists = self.out_obj(self.lin_obj_cyx(torch.cat([x, obj_embed.to(x.dtype), pos_embed], dim=1)))
         if self.mode == "sgdet" and not self.training:
-            num_objs = [len(p) for p in proposals]
-            probs = F.softmax(dists.detach().float(), dim=1).split(num_objs)
-            boxes = [p.boxes_per_cls if p.has("boxes_per_cls") else p.boxes.tensor for p in proposals]
-            preds = torch.cat(class_aware_nms_labels_batched(probs, boxes, self.later_nms_thresh)).to(x.device)
+            preds = nms_object_labels(dists, proposals, [len(p) for p in proposals],
+                                      self.later_nms_thresh).to(x.device)
         else:
             preds = dists.detach()[:, 1:].argmax(dim=1) + 1
         return dists, preds.long()

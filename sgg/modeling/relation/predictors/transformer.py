@@ -85,9 +85,9 @@ from sgg.protocol import check_mode
 from sgg.structures import Instances
 
 from ..freq_bias import FrequencyBias
-from ..postprocess import class_aware_nms_labels_batched
 from ..word_vectors import random_word_vectors
-from .common import encode_box_info, layer_init, object_class_distribution
+from .common import (check_word_vectors, class_names, encode_box_info, gt_label_logits, layer_init, nms_object_labels,
+                     object_class_distribution)
 from . import RELATION_PREDICTOR_REGISTRY, PredictorOutput
 
 logger = logging.getLogger(__name__)
@@ -256,13 +256,11 @@ class TransformerContext(nn.Module):
 
         if self.mode == "predcls":
             obj_preds = obj_labels.long()
-            obj_dists = torch.full((x.shape[0], self.num_obj_classes), -1000.0, device=x.device,
-                                   dtype=obj_feats.dtype)
-            obj_dists.scatter_(1, obj_preds.view(-1, 1), 1000.0)
+            obj_dists = gt_label_logits(obj_preds, self.num_obj_classes, obj_feats.dtype)
         else:
             obj_dists = self.out_obj(obj_feats)
             if self.mode == "sgdet" and not self.training:
-                obj_preds = self._nms_labels(obj_dists, proposals, num_objs)
+                obj_preds = nms_object_labels(obj_dists, proposals, num_objs, self.later_nms_thresh)
             else:
                 obj_preds = obj_dists[:, 1:].detach().argmax(dim=1) + 1
 
@@ -270,10 +268,6 @@ class TransformerContext(nn.Module):
         edge_ctx = padding.unpad(self.context_edge(padding.pad(edge_pre_rep), padding.valid))
         return obj_dists, obj_preds, edge_ctx
 
-    def _nms_labels(self, obj_dists: torch.Tensor, proposals: Sequence[Instances], num_objs: List[int]) -> torch.Tensor:
-        probs = F.softmax(obj_dists.detach().float(), dim=1).split(num_objs)
-        nms_boxes = [p.boxes_per_cls if p.has("boxes_per_cls") else p.boxes.tensor for p in proposals]
-        return torch.cat(class_aware_nms_labels_batched(probs, nms_boxes, self.later_nms_thresh))
 
 
 @RELATION_PREDICTOR_REGISTRY.register()
@@ -314,11 +308,7 @@ class TransformerPredictor(nn.Module):
                  later_nms_thresh: float = 0.5, pos_dropout: float = 0.1, attn_dropout: float = 0.1) -> None:
         super().__init__()
         check_mode(mode)
-        if obj_classes is None:
-            obj_classes = ["__background__"] + [f"class_{i}" for i in range(1, num_obj_classes)]
-        obj_classes = list(obj_classes)
-        if len(obj_classes) != num_obj_classes:
-            raise ValueError(f"obj_classes has {len(obj_classes)} names, num_obj_classes is {num_obj_classes}")
+        obj_classes = class_names(obj_classes, num_obj_classes)
         self.mode = mode
         self.num_obj_cls = num_obj_classes
         self.num_rel_cls = num_rel_classes
@@ -353,10 +343,8 @@ class TransformerPredictor(nn.Module):
         self.freq_bias = FrequencyBias(num_obj_classes, num_rel_classes, pred_dist) if self.use_bias else None
 
     def _check_word_vectors(self, vectors: torch.Tensor, embed_dim: int) -> None:
-        want = (len(self.word_vector_names), embed_dim)
-        if tuple(vectors.shape) != want:
-            raise ValueError(f"word_vectors must have shape {want} (rows: the {want[0]} class names, "
-                             f"columns: EMBED_DIM), got {tuple(vectors.shape)}")
+        n = len(self.word_vector_names)
+        check_word_vectors(vectors, n, embed_dim, f"the {n} class names")
 
     def word_vector_specs(self) -> Dict[str, Tuple[List[str], int]]:
         """The word vectors this predictor starts from (the load step fills them from GloVe):

@@ -100,7 +100,8 @@ from sgg.structures import Instances
 
 from ..freq_bias import FrequencyBias
 from ..word_vectors import random_word_vectors
-from .common import BatchNorm1dAnySize, box_position_embedding, encode_box_info, layer_init, object_class_distribution
+from .common import (BatchNorm1dAnySize, box_position_embedding, check_word_vectors, class_names, encode_box_info,
+                     fill_context_embeddings, gt_label_logits, layer_init, object_class_distribution)
 from .tree_lstm import BinaryForest, MultiLayerBiTreeLSTM, TreeLSTMDecoder
 from . import RELATION_PREDICTOR_REGISTRY, PredictorOutput
 
@@ -438,8 +439,7 @@ class VCTreeContext(nn.Module):
             obj_ctx = self.obj_ctx_rnn(obj_pre_rep, tree, batch)
             if self.mode == "predcls":
                 obj_preds = labels
-                obj_dists = torch.full((x.shape[0], self.num_obj_classes), -1000.0, device=x.device)
-                obj_dists.scatter_(1, obj_preds.view(-1, 1), 1000.0)
+                obj_dists = gt_label_logits(obj_preds, self.num_obj_classes)
             else:
                 dec_in = torch.cat([obj_pre_rep, obj_ctx], dim=1)
                 if input_hook is not None:
@@ -492,11 +492,7 @@ class VCTreePredictor(nn.Module):
                  tree_score: str = "sgb") -> None:
         super().__init__()
         check_mode(mode)
-        if obj_classes is None:
-            obj_classes = ["__background__"] + [f"class_{i}" for i in range(1, num_obj_classes)]
-        obj_classes = list(obj_classes)
-        if len(obj_classes) != num_obj_classes:
-            raise ValueError(f"obj_classes has {len(obj_classes)} names, num_obj_classes is {num_obj_classes}")
+        obj_classes = class_names(obj_classes, num_obj_classes)
         self.mode = mode
         self.num_obj_cls = num_obj_classes
         self.num_rel_cls = num_rel_classes
@@ -528,10 +524,8 @@ class VCTreePredictor(nn.Module):
         self.freq_bias = FrequencyBias(num_obj_classes, num_rel_classes, pred_dist) if self.use_bias else None
 
     def _check_word_vectors(self, vectors: torch.Tensor, embed_dim: int) -> None:
-        want = (len(self.word_vector_names), embed_dim)
-        if tuple(vectors.shape) != want:
-            raise ValueError(f"word_vectors must have shape {want} (rows: 'start' + the {want[0] - 1} class names, "
-                             f"columns: EMBED_DIM), got {tuple(vectors.shape)}")
+        n = len(self.word_vector_names)
+        check_word_vectors(vectors, n, embed_dim, f"'start' + the {n - 1} class names")
 
     def word_vector_specs(self) -> Dict[str, Tuple[List[str], int]]:
         """``{"obj": ("start" + class names, embed_dim)}`` (the load step fills them from GloVe)."""
@@ -541,13 +535,8 @@ class VCTreePredictor(nn.Module):
     def set_word_vectors(self, obj: torch.Tensor) -> None:
         """Initialise ``obj_embed1``, ``obj_embed2`` (rows 1..) and the decoder's embedding (all
         rows) from ``obj`` ``[C+2, embed_dim]``, rows in the order of :attr:`word_vector_names`."""
-        ctx = self.context_layer
-        self._check_word_vectors(obj, ctx.embed_dim)
-        vectors = obj.to(ctx.obj_embed1.weight)
-        ctx.obj_embed1.weight.copy_(vectors[1:])
-        ctx.obj_embed2.weight.copy_(vectors[1:])
-        if hasattr(ctx, "decoder_rnn"):
-            ctx.decoder_rnn.obj_embed.weight.copy_(vectors)
+        self._check_word_vectors(obj, self.context_layer.embed_dim)
+        fill_context_embeddings(self.context_layer, obj)
 
     @classmethod
     def from_config(cls, cfg, *, in_channels: int, num_obj_classes: int, num_rel_classes: int, mode: str,

@@ -25,7 +25,7 @@ from torch import nn
 
 from sgg.structures import Instances
 
-from .common import box_position_embedding, encode_box_info, object_class_distribution
+from .common import box_position_embedding, encode_box_info, gt_label_logits, object_class_distribution
 from .imp import make_fc
 
 __all__ = ["VTransEContext", "VTRANSE_LABELS"]
@@ -101,8 +101,7 @@ class VTransEContext(nn.Module):
                 obj_preds = obj_dists[:, 1:].detach().argmax(dim=1) + 1
         else:
             obj_preds = obj_labels.long()
-            obj_dists = torch.full((x.shape[0], self.num_obj_classes), -1000.0, device=x.device, dtype=x.dtype)
-            obj_dists.scatter_(1, obj_preds.view(-1, 1), 1000.0)
+            obj_dists = gt_label_logits(obj_preds, self.num_obj_classes, x.dtype)
         edge_vis = torch.cat([x, pos_embed], dim=1)
         if input_hook is not None:
             edge_vis = input_hook("edge", edge_vis)
