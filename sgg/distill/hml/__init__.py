@@ -60,49 +60,11 @@ from .heads import (
     relation_head_state,
 )
 from .hierarchy import HIERARCHY_FILE, IGNORE_INDEX, PredicateHierarchy, build_hierarchy
-from .losses import HMLRelationLoss, ParameterAnchoring, PredictionDistillation, class_balanced_weights
+from .losses import DISTILL_TYPES, HMLRelationLoss, ParameterAnchoring, PredictionDistillation, class_balanced_weights
 from .stage_files import STAGE1_FILE, Stage1State, load_stage1, save_stage1, stage1_dir, stage1_file
 from .stages import confidence_from_metrics, stage_config, stage_iterations, validate_hml_config
 
-__all__ = [
-    # hierarchy
-    "HIERARCHY_FILE",
-    "IGNORE_INDEX",
-    "PredicateHierarchy",
-    "build_hierarchy",
-    # losses
-    "HMLRelationLoss",
-    "ParameterAnchoring",
-    "PredictionDistillation",
-    "class_balanced_weights",
-    # relation head
-    "RelationHeadTap",
-    "TapRecord",
-    "build_parent_head",
-    "configure_stage1",
-    "find_relation_head",
-    "init_from_stage1",
-    "parent_logits_on_pairs",
-    "relation_head_state",
-    # Fisher
-    "all_reduce_mean",
-    "estimate_fisher",
-    "fisher_weights",
-    "hml_anchor_params",
-    "snapshot",
-    "training_loss",
-    # stage files
-    "STAGE1_FILE",
-    "Stage1State",
-    "load_stage1",
-    "save_stage1",
-    "stage1_dir",
-    "stage1_file",
-    # config
-    "confidence_from_metrics",
-    "stage_config",
-    "stage_iterations",
-    "validate_hml_config",
-    # stage 2
-    "HMLLoss",
-]
+from . import distillation, fisher, heads, hierarchy, losses, stage_files, stages  # noqa: E402
+
+__all__ = [*hierarchy.__all__, *losses.__all__, *heads.__all__, *fisher.__all__, *stage_files.__all__,
+           *stages.__all__, *distillation.__all__]
