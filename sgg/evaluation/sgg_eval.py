@@ -39,7 +39,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from sgg.protocol import MODES, check_mode
+from sgg.protocol import MODES, check_mode  # noqa: F401  (MODES: re-exported by sgg.evaluation)
 from sgg.structures.iou import box_iou_plus1  # lives with the other box helpers; re-exported here
 
 logger = logging.getLogger(__name__)

@@ -136,7 +136,7 @@ def _load_timm_weights(body: nn.Module, path: str, key: str) -> None:
         ref = timm.create_model(body.timm_name, pretrained=True, features_only=True,
                                 pretrained_cfg_overlay={"file": path}, **body.timm_kwargs)
     result = body.load_state_dict(ref.state_dict(), strict=False)
-    missing = [k for k in result.missing_keys]
+    missing = list(result.missing_keys)
     unexpected = [k for k in result.unexpected_keys if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise ValueError(f"{key} '{path}': timm's pretrained {body.timm_name} does not match the backbone "

@@ -38,13 +38,11 @@ def build_one_stage(cfg, statistics: Optional[Mapping[str, Any]], num_obj_classe
     return OneStageSGG.from_config(cfg, num_obj_classes, num_rel_classes)
 
 
-def _names(given: Optional[Sequence[str]], count: int, what: str, first: str) -> List[str]:
-    if given is None:
-        return [first] + [f"{what}_{i}" for i in range(1, count)]
-    names = [str(n) for n in given]
-    if len(names) != count:
-        raise ValueError(f"{len(names)} {what} names given for a model with {count} {what}es (background included)")
-    return names
+def _names(given: Optional[Sequence[str]], count: int, key: str, count_key: str, generic: str) -> List[str]:
+    """Plain ``str`` names (checkpoints load with ``weights_only``; statistics hold numpy strings)."""
+    from sgg.modeling.relation.predictors.common import class_names
+
+    return [str(n) for n in class_names(given, count, f"statistics {key}", count_key, generic)]
 
 
 def model_metadata(cfg, statistics: Optional[Mapping[str, Any]], num_obj_classes: int,
@@ -56,8 +54,9 @@ def model_metadata(cfg, statistics: Optional[Mapping[str, Any]], num_obj_classes
     stats = statistics or {}
     counts = stats.get("predicate_counts")
     return {
-        "class_names": _names(stats.get("obj_classes"), num_obj_classes, "class", "__background__"),
-        "predicate_names": _names(stats.get("rel_classes"), num_rel_classes, "predicate", "__background__"),
+        "class_names": _names(stats.get("obj_classes"), num_obj_classes, "obj_classes", "num_obj_classes", "class"),
+        "predicate_names": _names(stats.get("rel_classes"), num_rel_classes, "rel_classes", "num_rel_classes",
+                                  "predicate"),
         "protocol": protocol_from_config(cfg),
         "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
         "predicate_counts": None if counts is None else [int(c) for c in np.asarray(counts).reshape(-1)],

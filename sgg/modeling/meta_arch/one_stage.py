@@ -15,7 +15,6 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
-from yacs.config import CfgNode as CN
 
 from sgg.protocol import check_mode, protocol_from_config, visible_inputs
 from sgg.structures import SceneGraph
