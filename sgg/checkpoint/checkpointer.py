@@ -10,6 +10,19 @@ A training checkpoint ``<OUTPUT_DIR>/<name>.pth`` is one ``torch.save`` dict::
 Writes are atomic (:mod:`sgg.utils.io`): a crash mid-write leaves the previous file (and
 ``last_checkpoint``) untouched. ``last_checkpoint`` (a text file holding the checkpoint's file
 name, as in SGB / detectron2) is written the same way after the checkpoint. Only rank 0 writes.
+A kill mid-write leaves a temporary file ``.<name>.<pid>-<start>@<host>.<random>.tmp``; the
+writing Checkpointer removes such files of dead writers from its directory when a run starts
+(:meth:`Checkpointer.resume_or_load`) and before each save
+(:func:`sgg.utils.io.clean_stale_temp_files` has the liveness rule).
+
+Checksums: every file the Checkpointer writes gets a sidecar ``<name>.pth.sha256`` (``sha256sum``
+format, computed while the file is written, written atomically after it).
+:func:`load_checkpoint_file` -- and so resuming, ``MODEL.WEIGHT``, ``load_trained_model`` and
+``MODEL.PRETRAINED_DETECTOR_CKPT`` -- verifies a file that has one (hashing the bytes through the
+same open file before ``torch.load`` reads them, ~1 s per GB) and raises
+:class:`ChecksumMismatchError` (a :class:`CorruptCheckpointError`, so resuming falls back to the
+previous checkpoint) on a mismatch. Files without a sidecar (SGB's, downloaded or copied ones, and
+those written before checksums existed) load unverified with an info line.
 
 Everything stored is plain tensors / Python containers, so files load with
 ``torch.load(weights_only=True)``; files with other objects (old checkpoints) fall back to a full
@@ -30,7 +43,14 @@ import torch
 from torch import nn
 
 from sgg.utils import comm
-from sgg.utils.io import atomic_torch_save, atomic_write_text
+from sgg.utils.io import (
+    atomic_torch_save,
+    atomic_write_text,
+    checksum_path,
+    clean_stale_temp_files,
+    read_checksum,
+    sha256_of_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +66,21 @@ class CheckpointError(RuntimeError):
 
 class CorruptCheckpointError(CheckpointError):
     """The file is truncated or otherwise unreadable (the message names it)."""
+
+
+class ChecksumMismatchError(CorruptCheckpointError):
+    """The file's SHA-256 differs from its ``.sha256`` sidecar (the message names the file and
+    both digests); ``path``, ``expected`` and ``actual`` hold them."""
+
+    def __init__(self, path: str, expected: str, actual: str) -> None:
+        side = checksum_path(path)
+        super().__init__(
+            f"checksum mismatch for checkpoint {path}: expected sha256 {expected} (recorded in {side} when it "
+            f"was written), actual sha256 {actual}. The file is corrupt, truncated or corrupted since it was "
+            f"written (a failing disk, an interrupted or damaged copy): delete it and resume from the previous "
+            f"checkpoint, or re-copy it from its source. (If you replaced the file on purpose, delete the stale "
+            f"{side}.)")
+        self.path, self.expected, self.actual = path, expected, actual
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,29 +140,81 @@ def _is_state_dict(obj: Any) -> bool:
     return isinstance(obj, Mapping) and len(obj) > 0 and all(torch.is_tensor(v) for v in obj.values())
 
 
+def _expected_digest(path: str) -> Optional[str]:
+    try:
+        expected = read_checksum(path)
+    except (ValueError, OSError) as e:
+        logger.warning("%s: loading %s without verifying it", e, path)
+        return None
+    if expected is None:
+        logger.info("%s has no checksum file (%s): loading it unverified", path,
+                    os.path.basename(checksum_path(path)))
+    return expected
+
+
+def _open_verified(path: str, attempts: int = 3):
+    """``path`` opened for reading at offset 0, after checking it against its sidecar (if any).
+
+    The file is opened before the sidecar is read: a writer replacing both meanwhile (e.g.
+    ``model_best.pth`` during an evaluation) can pair the old file with the new digest; then the
+    name points at another file than the one opened and it is read again."""
+    for attempt in range(attempts):
+        f = open(path, "rb")
+        try:
+            expected = _expected_digest(path)
+            if expected is None:
+                return f
+            actual = sha256_of_file(f)
+            if actual == expected:
+                logger.debug("%s matches its sha256 %s", path, expected)
+                f.seek(0)
+                return f
+            opened = os.fstat(f.fileno())
+            try:
+                now = os.stat(path)
+                replaced = (now.st_ino, now.st_dev) != (opened.st_ino, opened.st_dev)
+            except FileNotFoundError:
+                replaced = False
+            if not replaced or attempt == attempts - 1:
+                raise ChecksumMismatchError(path, expected, actual)
+            logger.info("%s was replaced while it was read; reading it again", path)
+        except BaseException:
+            f.close()
+            raise
+        f.close()
+    raise AssertionError("unreachable")
+
+
 def load_checkpoint_file(path: str) -> Dict[str, Any]:
     """Read a checkpoint onto the CPU. A bare state dict comes back as ``{"model": state_dict}``.
 
-    Raises FileNotFoundError for a missing file and :class:`CheckpointError` naming the file when
-    it is truncated or corrupted.
+    A file with a ``<path>.sha256`` sidecar (every file the Checkpointer writes) is verified first:
+    the file is opened once, hashed, and ``torch.load`` reads the same open file (from the page
+    cache), so the bytes checked are the bytes loaded.
+
+    Raises FileNotFoundError for a missing file, :class:`ChecksumMismatchError` naming the file and
+    both digests when it does not match its sidecar, and :class:`CorruptCheckpointError` naming the
+    file when it is truncated or otherwise unreadable.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file not found: {path}")
-    try:
+    with _open_verified(path) as f:
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            if "weights_only" not in str(e) and "Weights only" not in str(e):
-                raise
-            # Not a file of ours (e.g. an SGB checkpoint with pickled objects): full unpickle.
-            logger.info("%s holds objects beyond tensors; loading it with weights_only=False", path)
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - every reader error means the same thing to the user
-        size = os.path.getsize(path)
-        raise CorruptCheckpointError(
-            f"cannot read checkpoint {path} ({size} bytes): the file is truncated or corrupted "
-            f"({type(e).__name__}: {e}). Delete it or point to another checkpoint."
-        ) from e
+            try:
+                obj = torch.load(f, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError as e:
+                if "weights_only" not in str(e) and "Weights only" not in str(e):
+                    raise
+                # Not a file of ours (e.g. an SGB checkpoint with pickled objects): full unpickle.
+                logger.info("%s holds objects beyond tensors; loading it with weights_only=False", path)
+                f.seek(0)
+                obj = torch.load(f, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - every reader error means the same thing to the user
+            size = os.fstat(f.fileno()).st_size
+            raise CorruptCheckpointError(
+                f"cannot read checkpoint {path} ({size} bytes): the file is truncated or corrupted "
+                f"({type(e).__name__}: {e}). Delete it or point to another checkpoint."
+            ) from e
     if _is_state_dict(obj):
         return {"model": obj}
     if not isinstance(obj, dict):
@@ -251,10 +338,19 @@ class Checkpointer:
         if self.save_to_disk:
             atomic_write_text(self._last_file(), os.path.basename(filename) + "\n")
 
+    def clean_stale_temp_files(self) -> List[str]:
+        """Remove the temporary files that killed writes left in save_dir (only where this
+        Checkpointer writes, i.e. rank 0; the liveness rule is
+        :func:`sgg.utils.io.clean_stale_temp_files`'s). Returns the removed paths."""
+        if not (self.save_to_disk and self.save_dir):
+            return []
+        return clean_stale_temp_files(self.save_dir)
+
     # -- saving -----------------------------------------------------------------------------------
     def save(self, name: str, **extra: Any) -> Optional[str]:
-        """Write a full checkpoint ``<save_dir>/<name>.pth`` atomically and tag it in
-        ``last_checkpoint``; returns the path (None on ranks that do not write).
+        """Write a full checkpoint ``<save_dir>/<name>.pth`` atomically with its
+        ``<name>.pth.sha256``, and tag it in ``last_checkpoint``; returns the path (None on ranks
+        that do not write). Stale temporary files of save_dir are removed first.
 
         ``extra`` is stored as is (e.g. ``iteration=...``). When it has no ``rng_states`` the RNG
         state of this process is stored (the trainer passes every rank's).
@@ -272,15 +368,16 @@ class Checkpointer:
             data["rng_states"] = [get_rng_state()]
         data.update(extra)
         path = self.path_of(name)
-        atomic_torch_save(data, path)
+        self.clean_stale_temp_files()
+        atomic_torch_save(data, path, checksum=True)
         self.tag_last_checkpoint(path)
         logger.info("saved checkpoint %s", path)
         return path
 
     def save_model(self, name: str, state_dict: Optional[Mapping[str, torch.Tensor]] = None,
                    **extra: Any) -> Optional[str]:
-        """Write weights only (``{"model": ..., **extra}``), atomically, without touching
-        ``last_checkpoint`` (used for ``model_best.pth``)."""
+        """Write weights only (``{"model": ..., **extra}``), atomically with a ``.sha256`` sidecar,
+        without touching ``last_checkpoint`` (used for ``model_best.pth``)."""
         if not self.save_to_disk or not self.save_dir:
             return None
         data = {"model": dict(state_dict) if state_dict is not None else self.model.state_dict()}
@@ -290,7 +387,8 @@ class Checkpointer:
             data["metadata"] = dict(self.model.metadata)
         data.update(extra)
         path = self.path_of(name)
-        atomic_torch_save(data, path)
+        self.clean_stale_temp_files()
+        atomic_torch_save(data, path, checksum=True)
         logger.info("saved %s", path)
         return path
 
@@ -372,8 +470,11 @@ class Checkpointer:
     def resume_or_load(self, path: Optional[str] = "", *, resume: bool = True,
                        restore_rng: bool = True) -> Dict[str, Any]:
         """With ``resume`` and a ``last_checkpoint`` in save_dir: load that checkpoint fully (when
-        it is corrupt or missing, fall back to the newest older complete one and say so).
-        Otherwise load only the model weights from ``path`` (if given) and return ``{}``."""
+        it is corrupt -- unreadable or not matching its checksum -- or missing, fall back to the
+        newest older complete one and say so). Otherwise load only the model weights from ``path``
+        (if given) and return ``{}``. First, on the writing rank, stale temporary files of killed
+        writes are removed from save_dir."""
+        self.clean_stale_temp_files()
         if resume and self.has_checkpoint():
             errors = []
             for cand in self._resume_candidates():

@@ -19,9 +19,18 @@ maskrcnn_benchmark (SGB)                               sgg (:class:`FasterRCNNDe
 ``roi_heads.box.feature_extractor.fc6/fc7.*``          ``roi_heads.box_head.fc6/fc7.*``
 ``roi_heads.box.predictor.cls_score/bbox_pred.*``      ``roi_heads.box_predictor.cls_score/bbox_pred.*``
 ``rpn.anchor_generator.*`` (anchor buffers)            ignored (sgg computes its anchors)
-``roi_heads.attribute.*``, ``roi_heads.relation.*``,   reported as skipped
-anything else
+``roi_heads.attribute.*``, ``roi_heads.relation.*``    reported as skipped (heads sgg's detector does
+                                                       not have; expected, harmless)
+anything else, and mapped names the target detector    reported as skipped and *unplaced*
+does not have (e.g. ``layer3.6..22`` of a ResNeXt-101
+converted for a ResNet-50 config)
 =====================================================  =============================================
+
+Unplaced tensors are weights the converted state dict would silently lose (usually a backbone of
+another depth than the config's): :func:`convert_checkpoint_file` refuses them
+(:class:`UnplacedTensorsError`, naming the count, examples and the config keys to set, nothing
+written) unless ``allow_unplaced`` (``--allow-unplaced``). ``optimizer`` / ``scheduler`` /
+``iteration`` of the checkpoint dict are never read.
 
 No tensor needs re-laying out, only renaming (checked against both frameworks' code):
 
@@ -79,6 +88,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "SGB_COMPAT_OPTS",
     "SGB_PIXEL_MEAN",
+    "UnplacedTensorsError",
     "convert_checkpoint_file",
     "format_report",
     "is_sgb_checkpoint",
@@ -112,9 +122,24 @@ _MODULE = "module."
 _SGB_MARKERS = ("backbone.body.stem.", "backbone.fpn.fpn_inner", "backbone.fpn.fpn_layer",
                 "roi_heads.box.feature_extractor.", "roi_heads.box.predictor.")
 _SGB_IGNORED = ("rpn.anchor_generator.",)
+# Heads of SGB models that sgg's detector does not have: skipped, and expected to be.
+_SGB_EXPECTED_SKIPS = ("roi_heads.attribute.", "roi_heads.relation.")
+_LAYER_KEY = re.compile(r"^backbone\.body\.layer([1-4])\.(\d+)\.conv([1-3])\.weight$")
+# (block type, blocks per stage) -> depth of torchvision's ResNets (maskrcnn_benchmark's R-<depth>)
+_DEPTHS = {("basic", (2, 2, 2, 2)): 18, ("basic", (3, 4, 6, 3)): 34, ("bottleneck", (3, 4, 6, 3)): 50,
+           ("bottleneck", (3, 4, 23, 3)): 101, ("bottleneck", (3, 8, 36, 3)): 152}
 _BODY_BLOCK = r"layer[1-9]\d*\.\d+\.(?:conv[1-3]|bn[1-3]|downsample\.[01])\.[A-Za-z_]+"
 
 Rule = Tuple["re.Pattern[str]", Callable[["re.Match[str]"], str]]
+
+
+class UnplacedTensorsError(CheckpointError):
+    """Tensors of the source checkpoint have no place in the target detector (``unplaced``: their
+    keys); the message names the count, examples and the config keys to set."""
+
+    def __init__(self, message: str, unplaced: Sequence[str]) -> None:
+        super().__init__(message)
+        self.unplaced = list(unplaced)
 
 
 def _shift(m: "re.Match[str]", group: int, by: int) -> str:
@@ -228,6 +253,70 @@ def _shape_hint(sgg_key: str, ckpt_shape: Tuple[int, ...], model_shape: Tuple[in
             "detector: R-101-FPN, 32, 8)")
 
 
+def _resnet_of(state: Mapping[str, torch.Tensor]) -> Optional[Dict]:
+    """The ResNet/ResNeXt body a state dict (SGB's or sgg's ``backbone.body.layer*`` names) holds:
+    ``{"blocks": (n1, n2, n3, n4), "block": "basic" | "bottleneck", "depth": int | None,
+    "groups": int, "width": int}``; None without such keys."""
+    blocks: Dict[int, int] = {}
+    bottleneck = False
+    for key in state:
+        m = _LAYER_KEY.match(key)
+        if m is not None:
+            stage, index = int(m.group(1)), int(m.group(2))
+            blocks[stage] = max(blocks.get(stage, 0), index + 1)
+            bottleneck = bottleneck or m.group(3) == "3"
+    if not blocks:
+        return None
+    counts = tuple(blocks.get(i, 0) for i in range(1, 5))
+    kind = "bottleneck" if bottleneck else "basic"
+    groups, width = 1, 64
+    conv2 = state.get("backbone.body.layer1.0.conv2.weight")
+    if bottleneck and torch.is_tensor(conv2) and conv2.dim() == 4 and conv2.shape[1] > 0:
+        # grouped 3x3: [groups * width, width, 3, 3]
+        groups, width = int(conv2.shape[0]) // int(conv2.shape[1]), int(conv2.shape[1])
+    return {"blocks": counts, "block": kind, "depth": _DEPTHS.get((kind, counts)), "groups": groups,
+            "width": width}
+
+
+def _describe_resnet(net: Mapping) -> str:
+    depth = net["depth"] if net["depth"] is not None else "?"
+    name = f"ResNeXt-{depth} {net['groups']}x{net['width']}d" if net["groups"] > 1 else f"ResNet-{depth}"
+    return f"{name} ({net['block']} blocks {', '.join(map(str, net['blocks']))} per stage)"
+
+
+def unplaced_fix(sgb_state: Mapping[str, torch.Tensor],
+                 sgg_model_state: Optional[Mapping[str, torch.Tensor]] = None) -> str:
+    """What to change when tensors of ``sgb_state`` (SGB names, no ``module.``) have no place in the
+    detector of ``sgg_model_state``: the backbone the checkpoint holds and the config keys that
+    build it, from the checkpoint's own block counts and grouped-conv shapes."""
+    src = _resnet_of(sgb_state)
+    dst = _resnet_of(sgg_model_state) if sgg_model_state is not None else None
+    compat = ("all settings of SGB's detector: sgg.checkpoint.sgb.SGB_COMPAT_OPTS, as in "
+              "configs/e2e_relation_X_101_32_8_FPN_1x.yaml")
+    if src is None:
+        return ("check MODEL.BACKBONE.CONV_BODY and MODEL.RESNETS.NUM_GROUPS / WIDTH_PER_GROUP / "
+                f"STRIDE_IN_1X1 against the checkpoint's detector ({compat})")
+    built = f"; the config builds a {_describe_resnet(dst)}" if dst is not None else ""
+    if src["depth"] is None:
+        return (f"the checkpoint's backbone has {_describe_resnet(src)}, which no R-<depth>-FPN builds{built}; "
+                f"check MODEL.BACKBONE.CONV_BODY and MODEL.RESNETS.* ({compat})")
+    keys = f"MODEL.BACKBONE.CONV_BODY R-{src['depth']}-FPN"
+    if src["block"] == "bottleneck":
+        keys += f" MODEL.RESNETS.NUM_GROUPS {src['groups']} MODEL.RESNETS.WIDTH_PER_GROUP {src['width']}"
+    return (f"the checkpoint's backbone is a {_describe_resnet(src)}{built}: set {keys} (and "
+            f"MODEL.RESNETS.STRIDE_IN_1X1 as the checkpoint was trained: False for SGB's VG detector; {compat})")
+
+
+def unplaced_message(source: str, unplaced: Sequence[str], sgb_state: Mapping[str, torch.Tensor],
+                     sgg_model_state: Optional[Mapping[str, torch.Tensor]] = None, shown: int = 8) -> str:
+    """The error for tensors of ``source`` that have no place in the detector: the count, ``shown``
+    example keys and the fix (:func:`unplaced_fix`)."""
+    examples = ", ".join(unplaced[:shown]) + (f", ... ({len(unplaced) - shown} more)" if len(unplaced) > shown else "")
+    where = "the detector of the config" if sgg_model_state is not None else "sgg's detector (no known name)"
+    return (f"{len(unplaced)} tensors of {source} have no place in {where} and would be lost: {examples}. "
+            f"Fix: {unplaced_fix(sgb_state, sgg_model_state)}.")
+
+
 def sgb_to_sgg_state_dict(sgb_state: Mapping[str, torch.Tensor],
                           sgg_model_state: Optional[Mapping[str, torch.Tensor]] = None,
                           ) -> Tuple["OrderedDict[str, torch.Tensor]", Dict[str, List]]:
@@ -242,8 +331,10 @@ def sgb_to_sgg_state_dict(sgb_state: Mapping[str, torch.Tensor],
     Returns:
         ``(state, report)``: ``state`` with sgg's names; ``report`` =
         ``{"mapped": [(sgb_key, sgg_key), ...], "skipped": [sgb_key, ...] (attribute / relation
-        heads, unknown keys, or keys the model does not have), "missing": [sgg_key, ...] (model keys
-        the checkpoint does not give)}``. Anchor buffers (``rpn.anchor_generator.*``) are dropped.
+        heads, unknown keys, or keys the model does not have), "unplaced": [sgb_key, ...] (the
+        skipped keys other than the attribute / relation heads: weights the result loses),
+        "missing": [sgg_key, ...] (model keys the checkpoint does not give)}``. Anchor buffers
+        (``rpn.anchor_generator.*``) are dropped.
 
     Raises:
         CheckpointError: a tensor whose shape differs from the model's; the message names the SGB
@@ -257,7 +348,7 @@ def sgb_to_sgg_state_dict(sgb_state: Mapping[str, torch.Tensor],
         rpn_conv = _torchvision_rpn_conv_prefix()
     rules = _sgb_rules(rpn_conv)
     out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
-    report: Dict[str, List] = {"mapped": [], "skipped": [], "missing": []}
+    report: Dict[str, List] = {"mapped": [], "skipped": [], "unplaced": [], "missing": []}
     mismatched, no_place = [], []
     for key, value in state.items():
         if key.startswith(_SGB_IGNORED):
@@ -265,9 +356,12 @@ def sgb_to_sgg_state_dict(sgb_state: Mapping[str, torch.Tensor],
         new = _apply(rules, key)
         if new is None:
             report["skipped"].append(key)
+            if not key.startswith(_SGB_EXPECTED_SKIPS):
+                report["unplaced"].append(key)
             continue
         if sgg_model_state is not None and new not in sgg_model_state:
             report["skipped"].append(key)
+            report["unplaced"].append(key)
             no_place.append(key)
             continue
         if sgg_model_state is not None and torch.is_tensor(value):
@@ -283,9 +377,8 @@ def sgb_to_sgg_state_dict(sgb_state: Mapping[str, torch.Tensor],
         raise CheckpointError(f"SGB checkpoint does not fit the sgg detector ({len(mismatched)} tensors "
                               f"with other shapes):\n{lines}")
     if no_place:
-        logger.warning("%d detector tensors of the SGB checkpoint have no place in the sgg model (e.g. %s): "
-                       "does MODEL.BACKBONE.CONV_BODY have the checkpoint's depth (SGB: R-101-FPN)?",
-                       len(no_place), ", ".join(no_place[:3]))
+        logger.warning("%d detector tensors of the SGB checkpoint have no place in the sgg model (e.g. %s): %s",
+                       len(no_place), ", ".join(no_place[:3]), unplaced_fix(state, sgg_model_state))
     if sgg_model_state is not None:
         report["missing"] = [k for k in sgg_model_state if k not in out]
     return out, report
@@ -386,7 +479,7 @@ def sgb_convention_mismatches(model: nn.Module) -> List[str]:
 
 def convert_checkpoint_file(src: str, dst: str, *, reverse: bool = False,
                             model_state: Optional[Mapping[str, torch.Tensor]] = None,
-                            prefix: str = "") -> Dict[str, List]:
+                            prefix: str = "", allow_unplaced: bool = False) -> Dict[str, List]:
     """Convert a detector checkpoint file (``tools/convert_sgb_checkpoint.py``).
 
     ``reverse=False``: SGB file -> ``dst`` = ``{"model": sgg state dict}``, the layout of sgg's own
@@ -395,15 +488,20 @@ def convert_checkpoint_file(src: str, dst: str, *, reverse: bool = False,
     checkpoint, e.g. ``"detector."``) -> ``dst`` = ``{"model": state dict}`` with
     maskrcnn_benchmark names, which SGB's ``DetectronCheckpointer`` loads.
 
-    ``model_state`` (``build_detector(cfg).state_dict()``) adds the shape check and the
-    ``missing`` list. Written atomically. Returns the report (see :func:`sgb_to_sgg_state_dict`;
-    for ``reverse`` the pairs are ``(sgg_key, sgb_key)`` and ``skipped`` lists dropped
-    ``num_batches_tracked`` buffers).
+    ``model_state`` (``build_detector(cfg).state_dict()``) adds the shape check, the check that
+    every tensor has a place in that detector, and the ``missing`` list. Tensors without a place
+    (``report["unplaced"]``: a backbone of another depth, unknown heads; not the attribute /
+    relation heads or anchors) raise :class:`UnplacedTensorsError` and nothing is written, unless
+    ``allow_unplaced`` (then the partial file is written and the caller warns). Written atomically,
+    with a ``.sha256`` sidecar. Returns the report (see :func:`sgb_to_sgg_state_dict`; for
+    ``reverse`` the pairs are ``(sgg_key, sgb_key)``, ``skipped`` lists dropped
+    ``num_batches_tracked`` buffers and ``unplaced`` the keys the config's detector lacks).
 
     Raises:
         FileNotFoundError: ``src`` does not exist.
         CheckpointError: ``src`` is unreadable, holds no state dict, is in the wrong format for
-            the direction, or does not fit ``model_state`` (message names keys, shapes, fix).
+            the direction, or does not fit ``model_state`` (message names keys, shapes, fix);
+            :class:`UnplacedTensorsError` for unplaced tensors (above).
     """
     from sgg.utils.io import atomic_torch_save
 
@@ -427,9 +525,10 @@ def convert_checkpoint_file(src: str, dst: str, *, reverse: bool = False,
         lost = sorted({a for a, _ in pairs} - set(back))
         if lost:
             raise CheckpointError(f"'{src}': these keys do not map back from their SGB names: {lost[:10]}")
+        unplaced: List[str] = []
         if model_state is not None:
-            sgb_to_sgg_state_dict(out, model_state)
-        report = {"mapped": pairs, "skipped": dropped, "missing": []}
+            unplaced = sgb_to_sgg_state_dict(out, model_state)[1]["unplaced"]
+        report = {"mapped": pairs, "skipped": dropped, "unplaced": unplaced, "missing": []}
     else:
         if not is_sgb_checkpoint(state):
             raise CheckpointError(
@@ -437,5 +536,11 @@ def convert_checkpoint_file(src: str, dst: str, *, reverse: bool = False,
                 f"roi_heads.box.feature_extractor.fc6.weight): it is not an SGB detector checkpoint. "
                 f"sgg checkpoints load as they are; use --reverse to convert one to SGB's names")
         out, report = sgb_to_sgg_state_dict(state, model_state)
-    atomic_torch_save({"model": out}, dst)
+    if report["unplaced"] and not allow_unplaced:
+        sgb_names = out if reverse else _strip_module(state)
+        raise UnplacedTensorsError(
+            unplaced_message(f"'{src}'", report["unplaced"], sgb_names, model_state)
+            + f" Nothing was written to '{dst}'; to write the partial file anyway pass allow_unplaced=True "
+              f"(--allow-unplaced).", report["unplaced"])
+    atomic_torch_save({"model": out}, dst, checksum=True)
     return report

@@ -8,9 +8,12 @@
         --output model_final_sgb.pth
 
 Conversion is not needed to use an SGB file in sgg: MODEL.PRETRAINED_DETECTOR_CKPT reads it
-directly. The output is ``{"model": state_dict}``. Anchor buffers are dropped; attribute / relation
-heads and other unknown keys are skipped and listed. The key mapping and the config keys an SGB
-detector needs are in sgg/checkpoint/sgb.py (SGB_COMPAT).
+directly. The output is ``{"model": state_dict}`` (with a ``.sha256`` beside it). Anchor buffers
+are dropped; attribute / relation heads are skipped and listed. Tensors that have no place in the
+detector (a backbone of another depth than the config's, unknown keys) stop the conversion: exit
+status 1, nothing written, the message names the count, examples and the config keys to set
+(MODEL.BACKBONE.CONV_BODY, MODEL.RESNETS.*); --allow-unplaced writes the partial file anyway. The
+key mapping and the config keys an SGB detector needs are in sgg/checkpoint/sgb.py (SGB_COMPAT).
 """
 from __future__ import annotations
 
@@ -32,6 +35,9 @@ def parse_args(argv=None, prog=None):
                                                 "'detector.' for a whole relation-model checkpoint")
     p.add_argument("--config-file", default="", metavar="FILE",
                    help="config of the sgg detector to check the shapes against (optional)")
+    p.add_argument("--allow-unplaced", action="store_true",
+                   help="write the file even when tensors of the input have no place in the detector "
+                        "(they are left out; default: stop with exit status 1 and write nothing)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     return p.parse_args(argv)
 
@@ -44,7 +50,8 @@ def main(argv=None, prog=None) -> int:
             cfg = load_config(args.config_file, args.opts)
             model_state = build_detector(cfg).state_dict()
         report = convert_checkpoint_file(args.input, args.output, reverse=args.reverse,
-                                         model_state=model_state, prefix=args.prefix)
+                                         model_state=model_state, prefix=args.prefix,
+                                         allow_unplaced=args.allow_unplaced)
     except (FileNotFoundError, CheckpointError, ConfigError, KeyError, ValueError) as e:
         print(f"convert_sgb_checkpoint: error: {e}", file=sys.stderr)
         return 1
@@ -52,5 +59,10 @@ def main(argv=None, prog=None) -> int:
     print(format_report(report, f"{args.input} ({direction})"))
     if model_state is None:
         print("  (no --config-file: shapes not checked against a detector config)")
+    unplaced = report.get("unplaced") or []
+    if unplaced:
+        shown = ", ".join(unplaced[:8]) + (f", ... ({len(unplaced) - 8} more)" if len(unplaced) > 8 else "")
+        print(f"convert_sgb_checkpoint: warning: --allow-unplaced: {len(unplaced)} tensors of {args.input} have "
+              f"no place in the detector and are NOT in {args.output}: {shown}", file=sys.stderr)
     print(f"wrote {args.output}")
     return 0

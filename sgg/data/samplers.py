@@ -9,17 +9,19 @@ whatever the number of ranks.
 
 Resuming: the stream does not depend on any RNG state, so a run resumed after ``k`` iterations
 builds its sampler with ``start = k * IMS_PER_BATCH`` and sees the very batches the uninterrupted
-run saw (the epoch's permutation is recomputed, nothing is replayed). Random *augmentation* inside
-data-loader workers is a separate matter: for bit-exact resumption it must be seeded per sample
-(e.g. from ``(seed, index, epoch)``), not from worker RNG state.
+run saw (the epoch's permutation is recomputed, nothing is replayed). Aspect-ratio grouping
+(:class:`sgg.data.build.GroupedBatchSampler`) buffers indices, so its batches are not positional:
+it runs the sampler from ``start = 0`` and skips ``k`` batches by replaying the grouping on the
+index arrays of :meth:`TrainingSampler.rank_chunks`. Random draws while loading a sample
+(augmentation, SGB's duplicate-predicate choice) are seeded per sample from ``(seed, global
+position)`` by :func:`sgg.data.build.build_train_loader`, not from a worker's RNG state.
 
 :class:`InferenceSampler` splits ``N`` images into contiguous shards, one per rank, sizes
 differing by at most one, every image exactly once (no padding, so no duplicate predictions).
 """
 from __future__ import annotations
 
-import itertools
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -68,15 +70,26 @@ class TrainingSampler(Sampler):
         g.manual_seed(_epoch_seed(self.seed, epoch))
         return torch.randperm(self.size, generator=g)
 
-    def _global_stream(self) -> Iterator[int]:
-        epoch, offset = divmod(self.start, self.size)
+    def rank_chunks(self) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        """This rank's stream one epoch at a time, as ``(indices, positions)`` int64 arrays:
+        ``positions`` are the *global* stream positions ``start + rank + j * world_size`` of the
+        indices (the first chunk may be a partial epoch). ``__iter__`` is the concatenation of
+        the ``indices``; cheap to run ahead without touching the dataset."""
+        epoch = self.start // self.size
+        first = self.start + self.rank  # the next global position of this rank
         while True:
-            yield from self.epoch_indices(epoch)[offset:].tolist()
-            epoch, offset = epoch + 1, 0
+            lo, hi = epoch * self.size, (epoch + 1) * self.size
+            if first < hi:
+                order = self.epoch_indices(epoch).numpy()
+                positions = np.arange(first, hi, self.world_size, dtype=np.int64)
+                yield order[positions - lo].astype(np.int64, copy=False), positions
+                first = int(positions[-1]) + self.world_size
+            epoch += 1
 
     def __iter__(self) -> Iterator[int]:
         # Global position p = start + rank + j * world_size for j = 0, 1, ...
-        return itertools.islice(self._global_stream(), self.rank, None, self.world_size)
+        for indices, _ in self.rank_chunks():
+            yield from indices.tolist()
 
 
 class InferenceSampler(Sampler):

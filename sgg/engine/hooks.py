@@ -99,7 +99,12 @@ class PeriodicCheckpointer(HookBase):
 
     def after_train(self) -> None:
         t = self.trainer
-        if t.state in ("completed", "stopped_early") and t.iter > t.start_iter:
+        if t.state not in ("completed", "stopped_early"):
+            return
+        # a run resumed at its end writes it only if missing (e.g. resumed from a SIGTERM checkpoint
+        # whose deferred validation stops the schedule)
+        if t.iter > t.start_iter or not comm.broadcast_object(  # rank 0 decides (it writes)
+                os.path.isfile(t.checkpointer.path_of(FINAL_NAME)) if comm.is_main_process() else None):
             t.save_checkpoint(FINAL_NAME)
 
 
@@ -160,6 +165,11 @@ class EvalHook(HookBase):
     * all numbers go to ``trainer.storage`` for the writer (``val/<key>``).
 
     ``pre_val`` (SOLVER.PRE_VAL) also validates once before the first iteration (logged only).
+
+    A validation due when a SIGTERM has come (``trainer.agree_on_stop()``, which also stops the
+    loop after this iteration) is not run then (it could outlast torchrun's grace period before the
+    checkpoint is written): the checkpoint records it as pending and the resumed run runs it first,
+    on the same weights, so schedule, best model and metrics end as in an uninterrupted run.
     """
 
     def __init__(self, period: int, evaluate_fn: Callable[[torch.nn.Module], Mapping[str, Any]],
@@ -173,6 +183,7 @@ class EvalHook(HookBase):
         self.use_ema = use_ema
         self.best_value: Optional[float] = None
         self.best_iter: Optional[int] = None
+        self.pending: Optional[int] = None  # iteration whose validation a SIGTERM deferred
 
     def _model(self) -> torch.nn.Module:
         ema = getattr(self.trainer, "ema", None)
@@ -196,6 +207,10 @@ class EvalHook(HookBase):
         return flat
 
     def before_train(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None and pending == self.trainer.iter:
+            logger.info("running the validation of iteration %d that a SIGTERM deferred", pending)
+            self._validate(pending)
         if self.pre_val:
             self.evaluate()
 
@@ -204,6 +219,15 @@ class EvalHook(HookBase):
         due = self.period > 0 and it % self.period == 0
         if not (due or (self.eval_at_end and it == self.trainer.max_iter)):
             return
+        agree = getattr(self.trainer, "agree_on_stop", None)  # collective: the ranks decide alike
+        if agree is not None and agree():
+            self.pending = it
+            logger.warning("SIGTERM: the validation of iteration %d is deferred to the resumed run", it)
+            return
+        self._validate(it)
+
+    def _validate(self, it: int) -> None:
+        due = self.period > 0 and it % self.period == 0
         flat = self.evaluate()
         value = find_metric(flat, self.metric)
         scheduler = self.trainer.scheduler
@@ -218,11 +242,12 @@ class EvalHook(HookBase):
         comm.synchronize()
 
     def state_dict(self) -> Dict[str, Any]:
-        return {"best_value": self.best_value, "best_iter": self.best_iter}
+        return {"best_value": self.best_value, "best_iter": self.best_iter, "pending": self.pending}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.best_value = state.get("best_value")
         self.best_iter = state.get("best_iter")
+        self.pending = state.get("pending")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,15 +19,22 @@ One iteration (``trainer.iter`` counts completed iterations; iteration ``i`` is 
     hooks.after_step()              -> LR schedule step, validation, checkpoint, metrics
 
 Data: ``data_loader`` is an iterable of batches, or better a factory ``data_loader(start_iter)``
-that returns one positioned at ``start_iter`` (see :class:`sgg.data.samplers.TrainingSampler`,
-``start = start_iter * IMS_PER_BATCH``), so a resumed run sees the same batches as an
-uninterrupted one. Resume restores model, optimizer, schedule, GradScaler, EMA, hook state and the
-RNG state of every rank (applied right before the first resumed iteration, after the data
-iterator exists); together with a deterministic sampler the continuation is bit-identical on CPU.
+that returns one positioned at ``start_iter`` (:func:`sgg.data.build.build_train_loader`, with or
+without aspect-ratio grouping; :class:`sgg.data.samplers.TrainingSampler` with ``start =
+start_iter * IMS_PER_BATCH``), so a resumed run sees the same batches as an uninterrupted one.
+Resume restores model, optimizer, schedule, GradScaler, EMA, hook state and the RNG state of every
+rank (applied right before the first resumed iteration, after the data iterator exists); together
+with a deterministic sampler the continuation is bit-identical on CPU.
 
-SIGTERM (e.g. a cluster preemption) finishes the current iteration, writes a checkpoint and
-returns from :meth:`Trainer.train` normally (``trainer.state == "preempted"``); the ranks agree on
-the stop through the per-iteration all-reduce, so none is left waiting.
+SIGTERM (a cluster preemption, ``kill``, torchrun shutting its ranks down) finishes the current
+iteration, writes a checkpoint and returns from :meth:`Trainer.train` normally (``trainer.state ==
+"preempted"``); the ranks agree on the stop through the per-iteration all-reduce, so none is left
+waiting (under torchrun, which forwards SIGTERM to every rank and SIGKILLs them after
+``--shutdown-timeout``, 30 s by default, they stop within one more iteration). Data-loader workers
+ignore a SIGTERM their main process did not send (:func:`sgg.data.build.worker_init_fn`), so a
+signal to the whole process group does not break the loader before the checkpoint is written. The
+jobs skip their test after a preemption and the commands exit with status 143 (128 + SIGTERM,
+:data:`sgg.cli.PREEMPTED_EXIT_STATUS`): the job is not finished, re-running the command resumes it.
 """
 from __future__ import annotations
 
@@ -42,7 +49,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import torch
 from torch import nn
 
-from sgg.checkpoint import Checkpointer, get_rng_state, restore_rank_rng, unwrap_model
+from sgg.checkpoint import FINAL_NAME, Checkpointer, get_rng_state, restore_rank_rng, unwrap_model
 from sgg.solver import build_lr_scheduler, build_optimizer
 from sgg.utils import comm
 from sgg.utils.device import move_to_device, resolve_device
@@ -320,10 +327,26 @@ class Trainer:
             self._data_iter = iter(self._loader)
             return next(self._data_iter)
 
+    @property
+    def stop_requested(self) -> bool:
+        """Whether the loop stops (SIGTERM) after the iteration in progress; hooks may skip long work
+        (validation). One process: a SIGTERM came at any time so far; several: this iteration's
+        all-reduce carried one from some rank, so every rank answers the same."""
+        return self._sigterm if comm.get_world_size() == 1 else self._sigterm_agreed
+
+    def agree_on_stop(self) -> bool:
+        """Collective (every rank at the same point, e.g. a hook before long work): whether a rank
+        has received SIGTERM by now. Then :attr:`stop_requested` is true on every rank, and the loop
+        stops after this iteration."""
+        if comm.get_world_size() > 1 and not self._sigterm_agreed:
+            flag = torch.tensor(1.0 if self._sigterm else 0.0, device=self.device)
+            self._sigterm_agreed = bool(comm.reduce_dict({"sigterm": flag}, average=False)["sigterm"].item() > 0)
+        return self.stop_requested
+
     def _on_sigterm(self, signum, frame) -> None:  # noqa: ARG002
         self._sigterm = True
-        logger.warning("SIGTERM received: finishing iteration %d, then saving a checkpoint and stopping",
-                       self.iter + 1)
+        logger.warning("SIGTERM received during iteration %d: stopping with a checkpoint once the iteration in "
+                       "progress is complete", self.iter)
 
     def train(self) -> str:
         """Run from ``self.iter`` to ``max_iter``; returns the final state."""
@@ -361,9 +384,11 @@ class Trainer:
                     h.after_step()
                 # one process: react to a signal that came at any time during the iteration;
                 # several: to the flag all ranks agreed on in this iteration's all-reduce
-                if self._sigterm if comm.get_world_size() == 1 else self._sigterm_agreed:
+                if self.stop_requested:
                     if self._last_saved_iter != self.iter:
-                        self.save_checkpoint(f"model_{self.iter:07d}")
+                        # after the last iteration the training is done: that checkpoint is the final
+                        # one (a re-run then only runs what comes after training, e.g. the test)
+                        self.save_checkpoint(FINAL_NAME if self.iter >= self.max_iter else f"model_{self.iter:07d}")
                     logger.warning("stopped by SIGTERM after iteration %d; checkpoint saved (resume to continue)",
                                    self.iter)
                     self.state = "preempted"

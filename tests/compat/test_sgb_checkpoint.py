@@ -15,13 +15,15 @@ import pytest
 import torch
 from torchvision.ops import FrozenBatchNorm2d
 
-from sgg.checkpoint import CheckpointError
+from sgg.checkpoint import CheckpointError, load_checkpoint_file
 from sgg.config import get_default_config, load_config
 from sgg.data.datasets import load_zeroshot_triplets
 from sgg.evaluation import evaluate_relations
 from sgg.modeling.detector import build_detector
 from sgg.modeling.pretrained import load_detector_checkpoint, load_pretrained
 from sgg.checkpoint.sgb import (
+    UnplacedTensorsError,
+    convert_checkpoint_file,
     is_sgb_checkpoint,
     sgb_convention_mismatches,
     sgb_to_sgg_state_dict,
@@ -300,6 +302,51 @@ def test_converter_errors_name_the_file_key_and_fix(tmp_path, capsys):
 
     assert main(["--reverse", "--input", str(sgb_path), "--output", out]) == 1
     assert "drop --reverse" in capsys.readouterr().err
+
+
+def test_converter_refuses_a_backbone_of_another_depth(tmp_path, capsys):
+    """SGB's X-101 file with a config for a shallower ResNeXt: every shape of the common blocks
+    matches, but layer3's blocks 6..22 (17 x 15 = 255 tensors) have no place. The converter exits 1
+    and writes nothing, naming the count, keys and the config keys; --allow-unplaced writes the
+    partial file. (Tiny ResNeXts, 2 groups x 8.)"""
+    source = detector(TINY_X + SGB_NUMERICS + ("MODEL.BACKBONE.CONV_BODY", "R-101-FPN"), randomize_bn=False)
+    sgb_path = write_sgb_file(source, tmp_path / "model_final.pth")
+    config = tmp_path / "x50.yaml"
+    config.write_text(cfg_of(*TINY_X, *SGB_NUMERICS).dump())
+    out = tmp_path / "converted.pth"
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    script = os.path.join(REPO, "tools", "convert_sgb_checkpoint.py")
+    run = subprocess.run([sys.executable, script, "--input", str(sgb_path), "--output", str(out),
+                          "--config-file", str(config)], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode != 0, run.stdout
+    assert not out.exists() and not os.path.exists(str(out) + ".sha256")
+    err = run.stderr
+    for part in ("255 tensors", "backbone.body.layer3.6.conv1.weight", "ResNeXt-101 2x8d",
+                 "MODEL.BACKBONE.CONV_BODY R-101-FPN MODEL.RESNETS.NUM_GROUPS 2 MODEL.RESNETS.WIDTH_PER_GROUP 8",
+                 "MODEL.RESNETS.STRIDE_IN_1X1", "SGB_COMPAT_OPTS", "--allow-unplaced", "Nothing was written"):
+        assert part in err, (part, err[-3000:])
+
+    # explicitly asked for: the partial file (in-process; an interpreter start costs ~6 s here)
+    main = _script_main()
+    assert main(["--input", str(sgb_path), "--output", str(out), "--config-file", str(config),
+                 "--allow-unplaced"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: --allow-unplaced: 255 tensors" in captured.err and f"wrote {out}" in captured.out
+    converted = load_checkpoint_file(str(out))["model"]  # verified against its .sha256
+    assert os.path.isfile(str(out) + ".sha256")
+    x50 = detector(TINY_X + SGB_NUMERICS, randomize_bn=False).state_dict()
+    assert set(converted) == set(x50)
+    assert not any(k.startswith("backbone.body.layer3.6.") for k in converted)
+
+    # without a config, keys no rule knows (here a mask head) are unplaced too; known heads are not
+    state = torch.load(sgb_path, weights_only=True)
+    state["model"]["module.roi_heads.mask.feature_extractor.mask_fcn1.weight"] = torch.zeros(2)
+    torch.save(state, tmp_path / "with_mask.pth")
+    with pytest.raises(UnplacedTensorsError, match=r"1 tensors .*roi_heads\.mask\.feature_extractor"):
+        convert_checkpoint_file(str(tmp_path / "with_mask.pth"), str(tmp_path / "m.pth"))
+    assert not (tmp_path / "m.pth").exists()
+    report = convert_checkpoint_file(str(sgb_path), str(tmp_path / "m.pth"))  # attribute head, anchors: fine
+    assert report["unplaced"] == [] and report["skipped"] == [ATTRIBUTE_KEY]
 
 
 # ---------------------------------------------------------------------------------------- zero-shot

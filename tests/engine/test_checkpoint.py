@@ -80,7 +80,8 @@ def test_crash_during_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     assert not (tmp_path / "model_0000002.pth").exists()
     assert (tmp_path / "model_0000001.pth").read_bytes() == before
     assert _last(tmp_path) == "model_0000001.pth"
-    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000001.pth"]  # no temp files left
+    # no temp files left; the complete checkpoint keeps its checksum
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000001.pth", "model_0000001.pth.sha256"]
     _, _, _, ck2 = _setup(tmp_path, seed=3)
     assert ck2.resume_or_load("", resume=True)["iteration"] == 1
 

@@ -6,10 +6,16 @@ without atomic rename, or a bad disk) and leaves a partial temp file as a kill i
 ``atomic_write`` does: the re-run resumes from the previous complete checkpoint, says so in the
 log, and still ends on the uninterrupted run's weights.
 
+The runs use the default loader: two data-loader workers, aspect-ratio grouping on, and a random
+training size per sample (multi-scale ``INPUT.MIN_SIZE_TRAIN``).
+
 What makes this exact (tests/engine/test_trainer.py::test_resume_reproduces_uninterrupted_run pins
-it for the trainer alone): checkpoints hold model, optimizer, schedule and every RNG state, the
-train loader is rebuilt positioned at the resumed iteration, and ``sgg.checkpoint`` falls back to
-the newest readable ``model_*.pth`` when the tagged one is unreadable.
+it for the trainer alone, tests/data/test_train_batches.py for the loader, grouped or not):
+checkpoints hold model, optimizer, schedule and every RNG state, the train loader is rebuilt
+positioned at the resumed iteration (the grouped batch stream is replayed on indices and its first
+``k`` batches skipped), every sample's random draws are seeded from its stream position (not from
+the worker's RNG), and ``sgg.checkpoint`` falls back to the newest readable ``model_*.pth`` when
+the tagged one is unreadable.
 """
 import os
 import random
@@ -38,7 +44,11 @@ SEED = 20240611  # the kill moments are random, but the same on every run of the
 def cfg_file(tmp_path_factory):
     d = tmp_path_factory.mktemp("kill_resume")
     root = make_synthvg(d / "data", num_images=20)
-    return write_config_yaml(str(d / "tiny_predcls.yaml"), root, str(d / "unused_output"), "predcls")
+    # the default loader: data-loader workers and aspect-ratio grouping; several training sizes, so
+    # every sample has a random draw (made in whichever worker loads it)
+    return write_config_yaml(str(d / "tiny_predcls.yaml"), root, str(d / "unused_output"), "predcls",
+                             "DATALOADER.NUM_WORKERS", "2", "DATALOADER.ASPECT_RATIO_GROUPING", "True",
+                             "INPUT.MIN_SIZE_TRAIN", "(48, 56, 64)")
 
 
 def train_cmd(cfg_file, out_dir):
@@ -174,7 +184,14 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous_one(cfg_file, uninterr
         data = f.read()
     with open(newest, "wb") as f:
         f.write(data[: len(data) // 2])
-    with open(os.path.join(str(out), f".model_{it + PERIOD:07d}.pth.k1ll3d.tmp"), "wb") as f:
+    # named as atomic_write names its temp files, by a writer process that has ended
+    from sgg.utils.io import temp_file_prefix
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    own = temp_file_prefix(f"model_{it + PERIOD:07d}.pth")
+    partial = os.path.join(str(out), own.replace(f".{os.getpid()}-", f".{dead.pid}-", 1) + "k1ll3d0.tmp")
+    with open(partial, "wb") as f:
         f.write(data[:1000])
 
     finish(*start(train_cmd(cfg_file, out), tmp_path, "resumed"))  # the command, with the copy's OUTPUT_DIR
@@ -183,4 +200,5 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous_one(cfg_file, uninterr
     assert f"cannot resume from {newest}" in log and "truncated or corrupted" in log
     assert f"resumed from the previous complete checkpoint {previous} instead" in log
     assert f"resuming from {previous} at iteration {it - PERIOD}" in log
+    assert not os.path.exists(partial) and "removed the stale temporary file" in log
     assert_same_weights(out, uninterrupted.result())

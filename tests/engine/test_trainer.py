@@ -133,6 +133,54 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     assert [r["lr"] for r in rows] == pytest.approx(expected)
 
 
+def test_sigterm_defers_a_due_validation_to_the_resumed_run(tmp_path):
+    """A SIGTERM in an iteration that validates: no validation before the checkpoint (it could outlast
+    torchrun's grace period); the resumed run validates that iteration first, so schedule, best model
+    and weights end as in an uninterrupted run. A SIGTERM in the last iteration writes model_final."""
+    def make_eval(log):
+        def evaluate(model):  # a function of the weights: the same result when run later
+            value = float(model.head.weight.detach().abs().sum())
+            log.append(value)
+            return {"R@100": value}
+        return evaluate
+
+    opts = ("SOLVER.SCHEDULE.TYPE", "WarmupReduceLROnPlateau", "SOLVER.WARMUP_ITERS", "0", "SOLVER.TO_VAL", "True",
+            "SOLVER.VAL_PERIOD", "2", "SOLVER.SCHEDULE.PATIENCE", "0", "SOLVER.SCHEDULE.FACTOR", "0.5",
+            "SOLVER.SCHEDULE.MAX_DECAY_STEP", "100", "SOLVER.CHECKPOINT_PERIOD", "0")
+    seen_straight, seen_first, seen_second = [], [], []
+    straight = build_tiny_trainer(tiny_cfg(tmp_path / "a", *opts), 0, evaluate_fn=make_eval(seen_straight))
+    assert straight.train() == "completed"
+    assert len(seen_straight) == 5  # iterations 2, 4, 6, 8, 10
+    assert straight.optimizer.param_groups[0]["lr"] < 0.05  # the plateau schedule acted on the reports
+
+    first = build_tiny_trainer(tiny_cfg(tmp_path / "b", *opts), 0, evaluate_fn=make_eval(seen_first))
+    first.register_hooks([_PreemptAt(4)])
+    assert first.train() == "preempted" and first.iter == 4
+    assert seen_first == seen_straight[:1]  # iteration 4's validation did not run
+    ckpt = load_checkpoint_file(str(tmp_path / "b" / "model_0000004.pth"))
+    assert ckpt["hooks"]["EvalHook"]["pending"] == 4
+
+    second = build_tiny_trainer(tiny_cfg(tmp_path / "b", *opts), 1, evaluate_fn=make_eval(seen_second))
+    assert second.resume_or_load("", resume=True) == 4
+    assert second.train() == "completed"
+    assert seen_second == seen_straight[1:]  # 4 (deferred, run first), 6, 8, 10
+    for k, v in straight.model.state_dict().items():
+        assert torch.equal(v, second.model.state_dict()[k]), k
+    assert straight.optimizer.param_groups[0]["lr"] == second.optimizer.param_groups[0]["lr"]
+    assert (load_checkpoint_file(str(tmp_path / "a" / "model_best.pth"))["best_metric"]
+            == load_checkpoint_file(str(tmp_path / "b" / "model_best.pth"))["best_metric"])
+
+    # SIGTERM in the last iteration: training is done, its checkpoint is model_final
+    last = build_tiny_trainer(tiny_cfg(tmp_path / "c", *opts), 0, evaluate_fn=make_eval([]))
+    last.register_hooks([_PreemptAt(10)])
+    assert last.train() == "preempted" and last.iter == 10
+    assert (tmp_path / "c" / "last_checkpoint").read_text().strip() == "model_final.pth"
+    seen_again = []
+    again = build_tiny_trainer(tiny_cfg(tmp_path / "c", *opts), 1, evaluate_fn=make_eval(seen_again))
+    assert again.resume_or_load("", resume=True) == 10
+    assert again.train() == "completed" and seen_again == seen_straight[-1:]
+
+
 class _NaNAt(TinyModel):
     def __init__(self, at):
         super().__init__()
@@ -366,6 +414,8 @@ def test_sigterm_saves_checkpoint_and_exits_cleanly(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+    # the library returns normally ("preempted"); the commands turn that into exit status 143
+    # (tests/engine/test_sigterm_stop.py)
     assert proc.returncode == 0, out
     assert "STATE preempted" in out, out
     name = (tmp_path / "out" / "last_checkpoint").read_text().strip()
