@@ -88,6 +88,36 @@ def test_bad_dtype():
         load_config(opts=["DTYPE", "float64"])
 
 
+@pytest.mark.parametrize("key,value,fix", [
+    ("SOLVER.MAX_ITER", "-5", "give a positive count"),
+    ("SOLVER.MAX_ITER", "0", "give a positive count"),
+    ("SOLVER.BASE_LR", "0", "give a positive learning rate"),
+    ("SOLVER.BASE_LR", "-0.01", "give a positive learning rate"),
+    ("SOLVER.IMS_PER_BATCH", "0", "images per iteration"),
+    ("TEST.IMS_PER_BATCH", "0", "images per inference batch"),
+    ("SOLVER.CHECKPOINT_PERIOD", "-1", "0 turns periodic checkpoints off"),
+    ("SOLVER.VAL_PERIOD", "-1000", "0 turns periodic validation off"),
+    ("SOLVER.WARMUP_ITERS", "-1", "0 turns the warm-up off"),
+])
+def test_invalid_solver_values_name_the_key_value_and_fix(key, value, fix):
+    with pytest.raises(ConfigError) as e:
+        load_config(opts=[key, value])
+    msg = str(e.value)
+    assert msg.startswith(f"{key} must be") and f"got {float(value) if 'LR' in key else int(value)}" in msg
+    assert fix in msg
+
+
+def test_solver_values_sgb_allows():
+    # 0 periods turn checkpoints / validation off; steps beyond MAX_ITER never fire (as in SGB)
+    cfg = load_config(opts=["SOLVER.CHECKPOINT_PERIOD", "0", "SOLVER.VAL_PERIOD", "0", "SOLVER.MAX_ITER", "4",
+                            "SOLVER.SCHEDULE.TYPE", "WarmupMultiStepLR", "SOLVER.STEPS", "(10000, 16000)"])
+    assert cfg.SOLVER.STEPS == (10000, 16000)
+    with pytest.raises(ConfigError, match=r"SOLVER.STEPS must be increasing.*got \(16000, 10000\)"):
+        load_config(opts=["SOLVER.SCHEDULE.TYPE", "WarmupMultiStepLR", "SOLVER.STEPS", "(16000, 10000)"])
+    # unused by the plateau schedule (the default): not checked
+    load_config(opts=["SOLVER.STEPS", "(16000, 10000)"])
+
+
 def test_base_inheritance_and_override_order(tmp_path):
     (tmp_path / "base.yaml").write_text(textwrap.dedent("""
         SOLVER:

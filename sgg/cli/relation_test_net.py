@@ -9,6 +9,8 @@
 (installed: `sgg relation_test_net ...`, or `torchrun --nproc_per_node=2 -m sgg relation_test_net ...`).
 Loads MODEL.WEIGHT if set, else the checkpoint named by OUTPUT_DIR/last_checkpoint (as SGB), and
 writes OUTPUT_DIR/inference/<dataset>/{relation_metrics.txt,.json,_per_predicate.png,predictions.npz}.
+Training-only keys (HML's SOLVER.LAMBDA_FOR_PARAM, ...) are accepted, so the training overrides can
+be passed as they are (a warning lists those of a method the config leaves off).
 """
 from sgg.engine import default_argument_parser, setup
 from sgg.engine.relation import test_relation
@@ -18,4 +20,5 @@ def main(argv=None, prog=None):
     """Returns ``{<test split>: metrics}``."""
     parser = default_argument_parser("relation evaluation (two-stage SGG)")
     parser.prog = prog or parser.prog
-    return test_relation(setup(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    return test_relation(setup(args), opts=args.opts)

@@ -10,18 +10,33 @@
 A plain `python tools/relation_train_net.py ...` (or `sgg relation_train_net ...` when installed;
 `torchrun --nproc_per_node=2 -m sgg relation_train_net ...` for several processes) runs one process.
 Re-running the same command resumes from OUTPUT_DIR's last checkpoint (--no-resume starts over).
+HML: add MODEL.HML.ENABLED True (or run relation_train_distill_fisher_only). Keys of a training
+method the config leaves off (HML's MODEL.USE_CONFIDENCE, MODEL.DISTILL_TEMPERATURE,
+SOLVER.LAMBDA_FOR_PARAM, SOLVER.ALPHA_FOR_FISHER, SOLVER.DISTILL_TYPE, MODEL.HML.*; MODEL.STDG.*)
+stop training with an error that names them, instead of being ignored.
 """
 from sgg.engine import default_argument_parser, setup
 from sgg.engine.relation import test_relation, train_relation
 
 
+def build_parser(prog=None, description="relation training (two-stage SGG)"):
+    parser = default_argument_parser(description)
+    parser.prog = prog or parser.prog
+    return parser
+
+
+def run(args):
+    """The job of parsed arguments: set up (config, logging, OUTPUT_DIR), then train, or evaluate
+    with --eval-only. The command line's overrides go to the job too (a key of a training method
+    the config leaves off, e.g. SOLVER.LAMBDA_FOR_PARAM without MODEL.HML.ENABLED True, stops
+    training with an error naming it)."""
+    cfg = setup(args)
+    if args.eval_only:
+        return test_relation(cfg, opts=args.opts)
+    return train_relation(cfg, resume=args.resume, opts=args.opts)
+
+
 def main(argv=None, prog=None):
     """Returns the job's result (``{"state": ..., <test split>: metrics}``; the metrics with
     --eval-only)."""
-    parser = default_argument_parser("relation training (two-stage SGG)")
-    parser.prog = prog or parser.prog
-    args = parser.parse_args(argv)
-    cfg = setup(args)
-    if args.eval_only:
-        return test_relation(cfg)
-    return train_relation(cfg, resume=args.resume)
+    return run(build_parser(prog).parse_args(argv))

@@ -56,6 +56,12 @@ def _decode(value: Any) -> Any:
         return value
 
 
+def decode_override(value: Any) -> Any:
+    """A command-line override VALUE as :func:`merge_from_list` reads it (``"False"`` -> False,
+    ``"2"`` -> 2, ``"l2"`` -> "l2"), before the type check against the key's default."""
+    return _decode(value)
+
+
 _TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "str", tuple: "tuple", list: "list"}
 
 
@@ -194,7 +200,39 @@ def validate_config(cfg: CN) -> None:
         )
     if not 0.0 < rh.POSITIVE_FRACTION <= 1.0:
         raise ConfigError("MODEL.ROI_RELATION_HEAD.POSITIVE_FRACTION must be in (0, 1]")
-    if cfg.SOLVER.IMS_PER_BATCH < 1 or cfg.TEST.IMS_PER_BATCH < 1:
-        raise ConfigError("SOLVER.IMS_PER_BATCH and TEST.IMS_PER_BATCH must be >= 1")
+    validate_solver_config(cfg)
     if not 0.0 < cfg.TEST.RELATION.IOU_THRESHOLD <= 1.0:
         raise ConfigError("TEST.RELATION.IOU_THRESHOLD must be in (0, 1]")
+
+
+def validate_solver_config(cfg: CN) -> None:
+    """Values no run can use (part of :func:`validate_config`, so every job, relation or detector,
+    checks them when it loads its config): each error names the key, its value and the fix.
+
+    As in SGB, ``SOLVER.STEPS`` beyond ``SOLVER.MAX_ITER`` are allowed (those LR drops never
+    happen); ``CHECKPOINT_PERIOD`` / ``VAL_PERIOD`` 0 turn periodic checkpoints / validation off.
+    """
+    s = cfg.SOLVER
+    if s.MAX_ITER < 1:
+        raise ConfigError(f"SOLVER.MAX_ITER must be >= 1 (the number of training iterations), got {s.MAX_ITER}: "
+                          f"give a positive count, e.g. SOLVER.MAX_ITER 40000")
+    if not s.BASE_LR > 0:
+        raise ConfigError(f"SOLVER.BASE_LR must be > 0, got {s.BASE_LR}: give a positive learning rate, "
+                          f"e.g. SOLVER.BASE_LR 0.01 (to freeze weights, freeze the module instead)")
+    if s.IMS_PER_BATCH < 1:
+        raise ConfigError(f"SOLVER.IMS_PER_BATCH must be >= 1 (images per iteration over all ranks), "
+                          f"got {s.IMS_PER_BATCH}")
+    if cfg.TEST.IMS_PER_BATCH < 1:
+        raise ConfigError(f"TEST.IMS_PER_BATCH must be >= 1 (images per inference batch over all ranks), "
+                          f"got {cfg.TEST.IMS_PER_BATCH}")
+    for key, zero in (("CHECKPOINT_PERIOD", "0 turns periodic checkpoints off (model_final.pth is still written)"),
+                      ("VAL_PERIOD", "0 turns periodic validation off"),
+                      ("LOG_PERIOD", "0 logs every iteration"),
+                      ("WARMUP_ITERS", "0 turns the warm-up off")):
+        if s[key] < 0:
+            raise ConfigError(f"SOLVER.{key} must be >= 0, got {s[key]}: give a number of iterations ({zero})")
+    if s.SCHEDULE.TYPE == "WarmupMultiStepLR":
+        steps = list(s.STEPS)
+        if any(int(x) != x or x < 0 for x in steps) or steps != sorted(steps):
+            raise ConfigError(f"SOLVER.STEPS must be increasing iteration numbers >= 0 (SOLVER.SCHEDULE.TYPE "
+                              f"WarmupMultiStepLR), got {tuple(steps)}: e.g. SOLVER.STEPS (10000, 16000)")

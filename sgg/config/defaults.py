@@ -220,6 +220,9 @@ _C.TEST.CUSTUM_EVAL = False
 _C.TEST.CUSTUM_PATH = "."
 # Recall cut-offs reported by the evaluator.
 _C.TEST.TOP_K = (20, 50, 100)
+# Draw the predicted scene graph of the first N images of each test split (PNG + JSON next to the
+# split's relation_metrics; 0 = none).
+_C.TEST.DRAW_IMAGES = 1
 _C.TEST.RELATION = CN()
 _C.TEST.RELATION.MULTIPLE_PREDS = False
 _C.TEST.RELATION.IOU_THRESHOLD = 0.5

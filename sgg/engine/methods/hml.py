@@ -25,6 +25,11 @@ logger = logging.getLogger(__name__)
 @TRAINING_METHOD_REGISTRY.register(name="hml")
 class HMLTraining(TrainingMethod):
     name = "hml"
+    switch = "MODEL.HML.ENABLED"
+    switch_off = "False"
+    own_keys = ("MODEL.USE_CONFIDENCE", "MODEL.DISTILL_TEMPERATURE", "SOLVER.LAMBDA_FOR_PARAM",
+                "SOLVER.ALPHA_FOR_FISHER", "SOLVER.DISTILL_TYPE", "MODEL.HML.")
+    turn_on = "add MODEL.HML.ENABLED True (or use tools/relation_train_distill_fisher_only.py)"
 
     @classmethod
     def enabled(cls, cfg) -> bool:

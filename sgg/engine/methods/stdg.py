@@ -41,6 +41,10 @@ class STDGTraining(TrainingMethod):
     checkpoint)."""
 
     name = "stdg"
+    switch = "MODEL.STDG.MODE"
+    switch_off = '""'
+    own_keys = ("MODEL.STDG.",)
+    turn_on = 'set MODEL.STDG.MODE "depth" (stage 1) or "combine" (stage 2)'
 
     @classmethod
     def enabled(cls, cfg) -> bool:
