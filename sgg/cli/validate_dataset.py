@@ -1,5 +1,5 @@
-"""Check a VG150-format dataset before a long run: every problem at once, with the file, the row /
-image id and the fix. Exit code 1 when there is any error, 0 otherwise (warnings, such as images
+"""Check a dataset (VG150 or coco_json) before a long run: every problem at once, with the file, the
+row / image id and the fix. Exit code 1 when there is any error, 0 otherwise (warnings, such as images
 without relations, do not fail).
 
     # the datasets of a config (DATASETS.TRAIN / VAL / TEST under DATASETS.DATA_DIR)
@@ -11,9 +11,13 @@ without relations, do not fail).
 
 Checks (see sgg/data/validate.py): the h5 (datasets, index ranges, boxes after SGB's decode and
 rescale, labels / predicates against the dicts json, relation indices, split values), the dicts
-json, image_data.json (row count == h5 rows), every image of the selected splits (present,
-decodable, of the size image_data.json says; --no-images skips this slow part) and, with --depth
-or INPUT.LOAD_DEPTH, the depth maps.
+json, image_data.json (row count == h5 rows), that every selected split loads >= 1 image (an empty
+train or test split is an error with its cause, e.g. --num-val-images / DATASETS.NUM_VAL_IMAGES
+taking every train image), every image of the selected splits (present, decodable, of the size
+image_data.json says; --no-images skips this slow part) and, with --depth or INPUT.LOAD_DEPTH, the
+depth maps. A coco_json folder (<folder>/{train,val,test}/_annotations.coco.json): the reader's own
+checks on each selected split's file (dangling / undeclared / duplicate ids, boxes outside the image,
+...; each problem as `file: id: message: fix`), non-empty splits, the image files.
 """
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ import os
 import sys
 from typing import Dict, List, Tuple
 
-from sgg.data.catalog import VG_LAYOUTS, DatasetFiles, get_dataset_files, split_name
+from sgg.data.catalog import (VG_LAYOUTS, DatasetFiles, coco_json_files, get_dataset_files, is_coco_json_folder,
+                              split_name)
 from sgg.data.validate import SPLITS, validate_dataset
 
 
@@ -34,7 +39,8 @@ def parse_args(argv=None, prog=None):
     src.add_argument("--name", default="", help="dataset folder name under --data-dir, e.g. synthvg_small or "
                      "VG_stanford_filtered_with_attribute (an SGB name)")
     p.add_argument("--split", default="all", choices=list(SPLITS) + ["all"],
-                   help="whose image / depth files to check (the h5 and json are always checked whole)")
+                   help="whose image / depth files to check and which splits must not be empty (the h5 and "
+                   "json are always checked whole)")
     p.add_argument("--no-images", action="store_true", help="skip decoding the image files (the slow part)")
     p.add_argument("--depth", action="store_true", help="check the depth maps too (on with INPUT.LOAD_DEPTH)")
     p.add_argument("--max-images", type=int, default=None, help="check at most N image / depth files per dataset")
@@ -63,6 +69,8 @@ def _folder_files(data_dir: str, name: str) -> DatasetFiles:
             base = name
         return get_dataset_files(f"{base}_train", data_dir)
     root = data_dir
+    if is_coco_json_folder(root):
+        return coco_json_files(root, "train")
     h5, dicts = VG_LAYOUTS[0]
     for cand_h5, cand_dicts in VG_LAYOUTS:
         if os.path.exists(os.path.join(root, cand_h5)):
@@ -88,7 +96,7 @@ def _targets(args) -> Tuple[List[Tuple[DatasetFiles, List[str]]], int, bool]:
                 continue
             for name in cfg.DATASETS[key]:
                 files = get_dataset_files(name, cfg.DATASETS.DATA_DIR)
-                entry = by_root.setdefault(files.roidb_file, (files, []))
+                entry = by_root.setdefault(files.roidb_file or files.root, (files, []))
                 if files.split not in entry[1]:
                     entry[1].append(files.split)
         num_val = cfg.DATASETS.NUM_VAL_IMAGES if args.num_val_images is None else args.num_val_images

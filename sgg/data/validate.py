@@ -11,7 +11,8 @@ and checks, vectorised over the whole h5:
   boxes / relations); boxes finite, centres >= 0 and ``w, h > 0`` (i.e. ``x2 >= x1``,
   ``y2 >= y1`` after the decode), inside their image after the decode and rescale (the loader
   clips a box that sticks out: a warning; a box entirely outside is clipped to nothing: an
-  error); labels in ``1..num_classes`` and predicates in ``1..num_predicates`` of the dicts json;
+  error, on which the loader stops too; one rule for both: ``vg150_files.box_image_fit``);
+  labels in ``1..num_classes`` and predicates in ``1..num_predicates`` of the dicts json;
   each relation's subject / object inside its own image's box range; split values (0 train,
   2 test; 1 is never loaded by SGB's loader);
 * dicts json: readable by the loader, ``*_to_idx`` contiguous ``1..N`` and ``idx_to_label`` /
@@ -22,6 +23,10 @@ and checks, vectorised over the whole h5:
   (``cv2`` through the loader's reader), of the size ``image_data.json`` says;
 * depth maps (optional): ``{image_id}.png`` (16 bit) or ``.npy`` present, readable, of the
   image's size.
+
+Each selected split must load >= 1 image (an empty train or test split is an error, with the cause:
+no row with its split value, no row with boxes and relations, or ``DATASETS.NUM_VAL_IMAGES`` taking
+every train image; an empty val split with ``num_val_im = 0`` is a warning).
 
 Image and depth files are checked for the images the loader would read in the selected splits
 (images with >= 1 object and >= 1 relation; ``val`` = the first ``num_val_im`` train images); the
@@ -35,6 +40,11 @@ Usage::
     print(report.format()); sys.exit(report.exit_code)
 
 or ``python tools/validate_dataset.py --config-file CFG`` (see the tool's ``--help``).
+
+A coco_json folder (:mod:`sgg.data.datasets.coco_json`) is checked by the reader's own rules
+(:func:`~sgg.data.datasets.coco_json.check_split`: one rule set, every problem listed as
+``file: id: message: fix``) for the files of the selected splits, then each split must load >= 1
+image, then its image files are decoded and their sizes compared as for VG150.
 """
 from __future__ import annotations
 
@@ -47,9 +57,9 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .datasets import vg150_files
-from .datasets.vg150 import imread, load_depth, load_image_filenames, load_info
-from .datasets.vg150_files import (ATTRIBUTES, BOX_SCALE, BOXES, CORRUPTED_IMAGE_IDS, IDX_TO_LABEL, IDX_TO_PREDICATE,
+from .datasets import coco_json, vg150_files
+from .datasets.vg150 import empty_split_reason, imread, load_depth, load_image_filenames, load_info
+from .datasets.vg150_files import (ATTRIBUTES, BOXES, CORRUPTED_IMAGE_IDS, IDX_TO_LABEL, IDX_TO_PREDICATE,
                                    IMAGE_DATA_KEYS, IMG_TO_FIRST_BOX, IMG_TO_FIRST_REL, IMG_TO_LAST_BOX,
                                    IMG_TO_LAST_REL, LABEL_TO_IDX, LABELS, PREDICATE_TO_IDX, PREDICATES,
                                    RELATIONSHIPS, SPLIT, SPLIT_TEST, SPLIT_TRAIN)
@@ -66,6 +76,8 @@ _FIX_PAIR = "regenerate the h5 or use the dicts file that matches it"
 _FIX_ALIGN = ("use the image_data.json of the same release as the h5 (its rows are aligned one to one "
               "with the h5 rows, after dropping the VG ids {})").format(sorted(CORRUPTED_IMAGE_IDS))
 _FIX_DATA_DIR = "set DATASETS.DATA_DIR (or $SGG_DATA_DIR) to the folder holding the complete dataset"
+_FIX_CORRUPT = ("re-download or regenerate the file (tools/make_synthetic_vg.py for SynthVG), and check the disk "
+                "(full, or a copy cut short)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -145,7 +157,7 @@ class ValidationReport:
 
     def format_summary(self, top: int = 5) -> str:
         s = self.summary
-        lines = [f"dataset: {self.files.get('roidb_file', '?')}"]
+        lines = [f"dataset: {self.files.get('roidb_file') or self.files.get('root', '?')}"]
         for key in ("dict_file", "image_file", "img_dir", "depth_dir"):
             if self.files.get(key):
                 lines.append(f"  {key}: {self.files[key]}")
@@ -243,6 +255,31 @@ def _split_selection(split_arr: np.ndarray, first_box: np.ndarray, first_rel: np
     return {"train": train, "val": train[:0], "test": test}
 
 
+def _check_empty_splits(report: ValidationReport, roidb: str, split_arr: np.ndarray, first_box: np.ndarray,
+                        first_rel: np.ndarray, sel: Dict[str, np.ndarray], splits: Sequence[str],
+                        num_val_im: int) -> None:
+    """A selected split that loads no image is an error (training / evaluating it fails), with the
+    loader's explanation (:func:`sgg.data.datasets.vg150.empty_split_reason`); an empty val split
+    with ``num_val_im <= 0`` is only a warning (no validation split was asked for)."""
+    for name in splits:
+        flag = SPLIT_TEST if name == "test" else SPLIT_TRAIN
+        rows = split_arr == flag
+        with_boxes = rows & (first_box >= 0)
+        usable = with_boxes & (first_rel >= 0)
+        counts = {"rows": int(rows.sum()), "with_boxes": int(with_boxes.sum()), "usable": int(usable.sum()),
+                  "selected": int(sel[name].size)}
+        reason = empty_split_reason(name, counts, num_val_im)
+        if reason is None:
+            continue
+        severity = "warning" if name == "val" and num_val_im <= 0 else "error"
+        fix = reason[1]
+        if name != "test" and counts["selected"] == 0 and counts["usable"] > 0:
+            fix += " (here: --num-val-images)"
+        elif counts["rows"] == 0:
+            fix += f" (here: --split {'train' if name == 'test' else 'test'})"
+        report.add(severity, "empty split", roidb, f"{name} split", f"has no image: {reason[0]}", fix)
+
+
 class _H5:
     """The h5 arrays (None where missing / unreadable)."""
 
@@ -262,6 +299,10 @@ def _check_dicts(report: ValidationReport, dict_file: str) -> Tuple[Optional[Lis
     try:
         classes, predicates, _ = load_info(dict_file)
     except (ValueError, KeyError, TypeError) as e:
+        if isinstance(e.__cause__, ValueError):  # the JSON itself does not parse (vg150_files.read_dicts)
+            report.add("error", "dicts json", dict_file, "", f"is not valid JSON ({e.__cause__}): it is truncated "
+                       f"or corrupt", _FIX_CORRUPT)
+            return None, None
         report.add("error", "dicts json", dict_file, "", f"the loader cannot read it ({e})",
                    "use SGB's VG-SGG-dicts(-with-attri).json (label_to_idx / predicate_to_idx numbered 1..N)")
         return None, None
@@ -314,8 +355,10 @@ def _read_h5(report: ValidationReport, roidb_file: str) -> Optional[_H5]:
         if ATTRIBUTES in shapes:  # only its shape is checked: the loader never needs more
             h.arrays["attributes_shape"] = np.asarray(shapes[ATTRIBUTES])
     except OSError as e:
-        report.add("error", "h5 unreadable", roidb_file, "", f"cannot be opened ({e})",
-                   "re-download or regenerate the file")
+        cause = e.__cause__ if e.__cause__ is not None else e  # h5py's own message
+        report.add("error", "h5 unreadable", roidb_file, "",
+                   f"is truncated, corrupt or unreadable ({os.path.getsize(roidb_file)} bytes; h5py: {cause})",
+                   _FIX_CORRUPT)
         return None
     a = h.arrays
     # shapes: per-image arrays of one length N; labels (O, 1); boxes (O, 4); relationships (R, 2); predicates (R, 1)
@@ -531,7 +574,8 @@ def _check_image_data(report: ValidationReport, files: Dict[str, str], n_rows: i
         with open(image_file) as f:
             data = json.load(f)
     except ValueError as e:
-        report.add("error", "image_data.json", image_file, "", f"is not valid JSON ({e})", "re-download the file")
+        report.add("error", "image_data.json", image_file, "", f"is not valid JSON ({e}): it is truncated or corrupt",
+                   _FIX_CORRUPT)
         return None, None
     if not isinstance(data, list):
         report.add("error", "image_data.json", image_file, "", "must hold a JSON list of {image_id, width, height}",
@@ -593,12 +637,10 @@ def _check_boxes_in_images(report: ValidationReport, roidb: str, a: Dict[str, np
     W = np.array([int(i["width"]) for i in info], np.float64)
     H = np.array([int(i["height"]) for i in info], np.float64)
     w, h = W[owner], H[owner]
-    scale = np.maximum(w, h) / BOX_SCALE  # the loader's rescale: gt_boxes_1024 / 1024 * max(w, h)
-    b = derived["decoded"][obj] * scale[:, None]
-    # SGB clips to [0, w - 1] x [0, h - 1]: a box entirely outside ends up empty
-    outside = (b[:, 0] >= w - 1) | (b[:, 1] >= h - 1) | (b[:, 2] <= 0) | (b[:, 3] <= 0)
-    tol = np.maximum(2.0, 0.01 * np.maximum(w, h))  # rounding in the 1024 frame moves a border a few px
-    sticks = ~outside & ((b[:, 0] < -tol) | (b[:, 1] < -tol) | (b[:, 2] > w + tol) | (b[:, 3] > h + tol))
+    # the loader's rule (it raises on ``outside`` and warns on ``sticks``): the loader's rescale
+    # (boxes_1024 / 1024 * max(w, h)); SGB clips to [0, w - 1] x [0, h - 1], so a box entirely
+    # outside ends up empty; rounding in the 1024 frame moves a border a few px (the tolerance)
+    b, outside, sticks = vg150_files.box_image_fit(derived["decoded"][obj], w, h)
     bkey = BOXES
     for k in np.flatnonzero(outside)[:cap]:
         img = int(owner[k])
@@ -719,14 +761,20 @@ def validate_dataset(files: Any, check_images: bool = True, depth_dir: Optional[
         check_images: decode every image of the selected splits (slow on the real VG: ~108k files).
         depth_dir: also check the depth maps ``{image_id}.png`` / ``.npy`` there (None: no depth check).
         max_images: check at most this many image (and depth) files, the first in split order.
-        splits: the splits whose image / depth files are checked (``train``, ``val``, ``test``);
-            the h5 / json checks and the summary always cover the whole files.
+        splits: the splits whose image / depth files are checked and that must not be empty
+            (``train``, ``val``, ``test``); the h5 / json checks and the summary always cover the
+            whole files.
         num_val_im: DATASETS.NUM_VAL_IMAGES (the val split = the first ``num_val_im`` train images).
         workers: threads decoding images (default: ``min(8, cpu count)``).
         progress: show a tqdm bar over the image files.
         max_per_kind: problems kept per check (the report prints fewer; see
             :meth:`ValidationReport.format`), so a broken million-row file stays cheap.
     """
+    fmt = files.get("format") if isinstance(files, Mapping) else getattr(files, "format", None)
+    if fmt == coco_json.FORMAT:
+        root = files["root"] if isinstance(files, Mapping) else files.root
+        return _validate_coco_json(root, check_images, depth_dir, max_images, tuple(splits), int(num_val_im),
+                                   workers, progress, max_per_kind)
     f = _as_files(files)
     if depth_dir is not None:
         f["depth_dir"] = str(depth_dir)
@@ -765,6 +813,7 @@ def validate_dataset(files: Any, check_images: bool = True, depth_dir: Optional[
         report.summary["num_val_im"] = int(num_val_im)
         report.summary["splits"] = {s: {"images": int(rows.size), "boxes": int(n_box[rows].sum()),
                                         "relations": int(n_rel[rows].sum())} for s, rows in sel.items()}
+        _check_empty_splits(report, f["roidb_file"], a[SPLIT], fb, fr, sel, splits, int(num_val_im))
         used = (a[SPLIT] == SPLIT_TRAIN) | (a[SPLIT] == SPLIT_TEST)
         no_rel = np.flatnonzero(used & derived["valid_box"] & ~derived["valid_rel"])
         no_box = np.flatnonzero(used & ~derived["valid_box"])
@@ -848,4 +897,66 @@ def validate_dataset(files: Any, check_images: bool = True, depth_dir: Optional[
                     report.add(sev, kind, path, f"(image {info[r]['image_id']}, h5 row {r})", msg, _DEPTH_FIX[kind])
             for (sev, kind), n in per_kind.items():
                 _more(report, sev, kind, n, cap)
+    return report
+
+
+def _validate_coco_json(root: str, check_images: bool, depth_dir: Optional[str], max_images: Optional[int],
+                        splits: Sequence[str], num_val_im: int, workers: Optional[int], progress: bool,
+                        max_per_kind: int) -> ValidationReport:
+    """:func:`validate_dataset` of a coco_json folder (module docstring)."""
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise ValueError(f"splits must be among {SPLITS}, got {unknown}")
+    report = ValidationReport(files={"root": root, **({"depth_dir": depth_dir} if depth_dir else {})})
+    cap = max(1, int(max_per_kind))
+    has_val = os.path.isfile(coco_json.split_file(root, "val"))
+    usable: Dict[str, bool] = {}
+    for split in dict.fromkeys(["train" if s == "val" and not has_val else s for s in splits]):
+        path = coco_json.split_file(root, split)
+        try:
+            parsed, problems = coco_json.check_split(path, max_per_kind=cap)
+        except (FileNotFoundError, ValueError) as e:
+            msg = str(e)
+            head, _, rest = msg.partition(": ")
+            report.add("error", "missing file" if isinstance(e, FileNotFoundError) else "unreadable file",
+                       head, "", rest.rsplit(". Fix: ", 1)[0], "see the message")
+            usable[split] = False
+            continue
+        for p in problems:
+            report.add(p.severity, p.kind, p.file, p.where + ":", p.message, p.fix)
+        usable[split] = parsed is not None
+        if parsed is not None and "num_classes" not in report.summary:
+            report.summary["num_classes"] = len(parsed.classes) - 1
+            report.summary["num_predicates"] = len(parsed.predicates) - 1
+    if "val" in splits and not has_val:
+        report.notes.append(f"no val/{coco_json.ANNOTATION_FILE}: val = the first {num_val_im} usable train images "
+                            f"(DATASETS.NUM_VAL_IMAGES), train the rest")
+    report.summary["splits"] = {}
+    jobs: List[tuple] = []
+    for split in splits:
+        if not usable.get("train" if split == "val" and not has_val else split):
+            continue
+        ds = coco_json.CocoJsonDataset(root, split, num_val_im=num_val_im, check_images=False)
+        report.summary["splits"][split] = {"images": len(ds), "boxes": int(sum(len(c) for c in ds.gt_classes)),
+                                           "relations": int(sum(len(r) for r in ds.relationships))}
+        reason = ds.empty_reason()
+        if reason is not None:
+            severity = "warning" if split == "val" and not has_val and num_val_im <= 0 else "error"
+            report.add(severity, "empty split", ds.annotation_file, f"{split} split:", f"has no image: {reason[0]}",
+                       reason[1])
+        jobs.extend((fn, (int(i["height"]), int(i["width"]))) for fn, i in zip(ds.filenames, ds.img_info))
+    total = len(jobs)
+    if max_images is not None and max_images >= 0:
+        jobs = jobs[: int(max_images)]
+        if len(jobs) < total:
+            report.notes.append(f"checked the files of {len(jobs)} of {total} images (max_images)")
+    report.summary["images_checked"] = 0
+    if check_images and jobs:
+        results = _run_parallel(_check_one_image, jobs, int(workers) if workers else min(8, os.cpu_count() or 1),
+                                progress, "images")
+        report.summary["images_checked"] = len(results)
+        for (path, _), res in zip(jobs, results):
+            if res is not None:
+                report.add("error", res[0], path, "", res[1].replace("image_data.json", "the json"),
+                           _IMAGE_FIX[res[0]].replace("image_data.json", f"the split's {coco_json.ANNOTATION_FILE}"))
     return report

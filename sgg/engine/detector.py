@@ -41,8 +41,12 @@ def evaluate_detector(model: FasterRCNNDetector, data_loader, class_names: Seque
     ``instances`` (mapped back the same way). Every rank runs its shard; rank 0 evaluates and the
     result is broadcast. ``max_images`` (> 0) stops early (quick validation).
     """
+    from sgg.data.build import require_images
     from sgg.evaluation.detection import evaluate_detection
 
+    dataset = getattr(getattr(data_loader, "dataset", None), "dataset", None)
+    if dataset is not None:
+        require_images(dataset)  # an empty split: an error naming it, never an AP of NaN
     was_training = model.training
     model.eval()
     records = []
@@ -115,7 +119,7 @@ def train_detector(cfg, resume: bool = True) -> Dict[str, Any]:
 
     Returns ``{"state": trainer state, <test split>: {"AP50": ..., "AP": ..., ...}, ...}``; the
     test splits are evaluated only when training completed or stopped early (not after a
-    preemption).
+    preemption: SIGTERM, after which the command exits with status 143).
     """
     from torch.utils.data import ConcatDataset
 
@@ -146,6 +150,8 @@ def train_detector(cfg, resume: bool = True) -> Dict[str, Any]:
     trainer.resume_or_load(cfg.MODEL.WEIGHT, resume=resume)
     state = trainer.train()
     results: Dict[str, Any] = {"state": state}
+    if state == "preempted":  # the command exits with status 143 (sgg.cli.PREEMPTED_EXIT_STATUS)
+        logger.warning("training stopped by SIGTERM: no test (run the command again to resume and test)")
     if state in ("completed", "stopped_early") and cfg.DATASETS.TEST:
         results.update(_evaluate_splits(cfg, trainer.model, _test_loaders(cfg)))
     return results

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from .sgg_eval import ImageRecord, check_mode, get_field, to_numpy
+from .sgg_eval import ImageRecord, check_mode, check_not_empty, get_field, to_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +48,14 @@ def coco_box_ap(gt_boxes: Sequence[np.ndarray], gt_labels: Sequence[np.ndarray],
     """COCO bbox AP of per-image xyxy boxes; see the module docstring for the conventions.
 
     ``det_scores[i] = None`` means scores of 1 (PredCls). Returns ``{"AP50": stats[1],
-    "AP": stats[0]}`` as fractions; 0.0 when there is no detection at all, NaN without GT boxes.
+    "AP": stats[0]}`` as fractions; 0.0 when there is no detection at all, NaN without GT boxes
+    (in >= 1 image); no image at all is a ValueError.
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     num_images = len(gt_boxes)
+    check_not_empty(num_images, "box AP")
     first_id = 0 if reference_ids else 1
     anns = []
     for image_id in range(num_images):

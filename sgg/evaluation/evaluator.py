@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 from sgg.utils import comm
 from .detection import records_box_ap
-from .sgg_eval import (DEFAULT_KS, ImageRecord, check_ks, check_mode, evaluate_records,
+from .sgg_eval import (DEFAULT_KS, ImageRecord, check_ks, check_mode, check_not_empty, evaluate_records,
                        get_field, make_record)
 
 logger = logging.getLogger(__name__)
@@ -106,6 +106,7 @@ class SceneGraphEvaluator:
         records = self.gather_records()
         if not comm.is_main_process():
             return {}
+        check_not_empty(len(records), "SceneGraphEvaluator.evaluate")
         metrics = evaluate_records(records, self.mode, self.num_predicates,
                                    zeroshot_triplets=self.zeroshot_triplets,
                                    iou_threshold=self.iou_threshold, ks=self.ks,

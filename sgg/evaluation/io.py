@@ -20,7 +20,7 @@ import numpy as np
 from sgg.utils.io import atomic_write
 
 from .sgg_eval import (DEFAULT_KS, RECORD_DTYPES, RECORD_GROUPS, RECORD_TRAILING, ImageRecord,
-                       check_ks, check_mode, evaluate_records, ng_topk_for)
+                       check_ks, check_mode, check_not_empty, evaluate_records, ng_topk_for)
 
 FORMAT_NAME = "sgg-predictions"
 FORMAT_VERSION = 1
@@ -142,6 +142,7 @@ def evaluate_predictions_file(path: str, num_predicates: int, zeroshot_triplets:
     """Re-score a saved predictions file. ``ks`` defaults to the file's; a K larger than the
     file's largest K cannot be scored (fewer candidates were kept) and raises ValueError."""
     loaded = load_predictions(path)
+    check_not_empty(len(loaded.records), f"'{path}'")
     ks = loaded.ks if ks is None else check_ks(ks)
     if max(ks) > max(loaded.ks):
         raise ValueError(f"{path}: saved with ks={loaded.ks}; cannot score K={max(ks)}")

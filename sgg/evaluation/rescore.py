@@ -7,7 +7,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from .io import load_predictions
-from .sgg_eval import evaluate_records
+from .sgg_eval import check_not_empty, evaluate_records
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ def rescore_predictions(path: str, dataset, zeroshot_triplets: Any = None, iou_t
     replaced by the frequency prior over the file's own objects
     (:func:`~sgg.evaluation.baselines.frequency_prior_on_records`)."""
     loaded = load_predictions(path)
+    check_not_empty(len(loaded.records), f"'{path}' on {dataset!r}")
     check_records_match_dataset(loaded.records, dataset, path)
     ks = tuple(loaded.ks if ks is None else ks)
     if max(ks) > max(loaded.ks):

@@ -69,6 +69,14 @@ def get_field(obj: Any, name: str, default: Any = None) -> Any:
     return getattr(obj, name, default)
 
 
+def check_not_empty(num_images: int, what: str) -> None:
+    """A ValueError for an evaluation over no image at all (every recall and AP would be NaN)."""
+    if int(num_images) == 0:
+        raise ValueError(f"{what}: no image to evaluate (empty input), so recall / AP is undefined. Pass the "
+                         f"ground truths and predictions of >= 1 image (an empty test split: check it with "
+                         f"tools/validate_dataset.py)")
+
+
 def check_ks(ks: Sequence[int]) -> Tuple[int, ...]:
     out = tuple(int(k) for k in ks)
     if not out or any(k <= 0 for k in out) or len(set(out)) != len(out):
@@ -518,10 +526,12 @@ def evaluate_relations(groundtruths: Sequence[Any], predictions: Sequence[Any], 
     (subj idx, obj idx, predicate 1..P). Prediction: ``boxes [N,4]``, ``labels [N]``,
     ``scores [N]``, ``rel_pairs [M,2]`` (sorted by triplet score, descending), ``rel_scores
     [M,P+1]``. numpy or torch. ``zeroshot_triplets``: int ``[Z,3]`` (subj class, obj class,
-    predicate) or None (then no zR keys). See :func:`evaluate_records` for the keys.
+    predicate) or None (then no zR keys). See :func:`evaluate_records` for the keys. Empty lists
+    are a ValueError (no image: the recalls would be NaN).
     """
     if len(groundtruths) != len(predictions):
         raise ValueError(f"{len(groundtruths)} ground truths but {len(predictions)} predictions")
+    check_not_empty(len(groundtruths), "evaluate_relations")
     check_mode(mode)
     ks = check_ks(ks)
     records = [make_record(g, p, mode, ks, image_id=i, num_predicates=num_predicates)

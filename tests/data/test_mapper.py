@@ -216,7 +216,8 @@ def _fake_vg(root, n_train=10, n_test=5):
     images = []
     for i in range(n_train + n_test):
         w, h = (64, 48) if i % 3 else (40, 56)  # landscape and portrait images
-        boxes = [xyxy_to_cxcywh([2, 2, 20, 20]), xyxy_to_cxcywh([10, 10, 30, 30]), xyxy_to_cxcywh([40, 40, 50, 50])]
+        boxes = [xyxy_to_cxcywh([2, 2, 20, 20]), xyxy_to_cxcywh([10, 10, 30, 30]), xyxy_to_cxcywh([32, 32, 38, 44])]
+        # inside both image shapes (a box outside its image is an error of the loader);
         # scale from the 1024 frame: stored boxes are in a frame whose long side is 1024
         s = 1024 / max(w, h)
         boxes = [[int(v * s) for v in b] for b in boxes]

@@ -104,16 +104,17 @@ def test_load_info_sorts_by_index(tmp_path):
 # ------------------------------------------------------------------------------------ boxes
 def test_box_decode_truncation_and_rescale(tmp_path):
     im = {"image_id": 5, "width": 200, "height": 100, "split": 2,
-          "boxes": [[10, 20, 5, 7], [1000, 1000, 100, 100], [1, 3, 5, 4]],
+          "boxes": [[10, 20, 5, 7], [1000, 500, 100, 100], [1, 3, 5, 4]],
           "labels": [1, 2, 3], "rels": [[0, 1, 1]]}
     files = write_vg(tmp_path, [im])
     ds = _ds(files, "test")
     # x1 = int(10 - 2.5) = 7, y1 = int(20 - 3.5) = 16, x2 = 7 + 5, y2 = 16 + 7;
     # x1 = int(1 - 2.5) = int(-1.5) = -1 (toward zero, not floor), y1 = int(3 - 2) = 1
-    np.testing.assert_array_equal(ds.gt_boxes_1024[0], [[7, 16, 12, 23], [950, 950, 1050, 1050], [-1, 1, 4, 5]])
+    np.testing.assert_array_equal(ds.gt_boxes_1024[0], [[7, 16, 12, 23], [950, 450, 1050, 550], [-1, 1, 4, 5]])
     s = 200 / 1024  # max(w, h) / 1024
+    # box 1 sticks out of the 200x100 image (x2 205.1, y2 107.4 px): clipped, as SGB
     expect = np.array([[7 * s, 16 * s, 12 * s, 23 * s],
-                       [950 * s, min(950 * s, 99), 199, 99],       # x to [0, w-1], y to [0, h-1]
+                       [950 * s, 450 * s, 199, 99],                # x to [0, w-1], y to [0, h-1]
                        [0, 1 * s, 4 * s, 5 * s]], dtype=np.float32)
     gt = ds.get_groundtruth(0)
     assert gt["boxes"].dtype == np.float32

@@ -41,7 +41,9 @@ def test_streaming_equals_public_function(sg, mode):
         ev.process(gts[start:start + 4], preds[start:start + 4])
     sg.assert_same_metrics(ev.evaluate(), expected)
     ev.reset()
-    assert ev.records == [] and ev.evaluate()["num_images"] == 0
+    assert ev.records == []
+    with pytest.raises(ValueError, match="no image to evaluate"):
+        ev.evaluate()
 
 
 def test_arrival_order_and_duplicates_do_not_matter(sg):

@@ -42,11 +42,16 @@ __all__ = [
     "load_info",
     "load_graphs",
     "load_image_filenames",
+    "empty_split_reason",
     "load_image",
     "load_depth",
     "load_zeroshot_triplets",
     "compute_zeroshot_triplets",
     "imread",
+    "dedup_relations",
+    "check_on_disk",
+    "find_depth_files",
+    "triplets_of",
 ]
 
 _CFG_HINT = (
@@ -108,6 +113,8 @@ def load_graphs(
     """SGB ``load_graphs``: select the split's images and cut the h5 arrays per image.
 
     Returns a dict with ``split_mask`` bool[N_h5] (selected h5 rows, after the overlap filter),
+    ``image_index`` / ``first_box`` (their h5 rows and first global box index), ``counts`` (images
+    left after each selection step, see :func:`empty_split_reason`),
     ``boxes`` (list of xyxy boxes in the 1024 frame, the h5 dtype (int32), truncated as SGB),
     ``labels`` (list of int64[n]), ``attributes`` (list of int64[n, 10], or ``None`` when the h5
     has no ``attributes``) and ``relations`` (list of int64[m, 3]: subject index, object index
@@ -132,18 +139,23 @@ def load_graphs(
 
     split_flag = vg150_files.SPLIT_TEST if split == "test" else vg150_files.SPLIT_TRAIN
     split_mask = data_split == split_flag
+    counts = {"rows": int(split_mask.sum())}
     split_mask &= first_box_all >= 0
+    counts["with_boxes"] = int(split_mask.sum())
     if filter_empty_rels:
         split_mask &= first_rel_all >= 0
+    counts["usable"] = int(split_mask.sum())
 
     image_index = np.flatnonzero(split_mask)
     if num_im > -1:
         image_index = image_index[:num_im]
+    counts["after_num_im"] = int(image_index.size)
     if num_val_im > 0:
         if split == "val":
             image_index = image_index[:num_val_im]
         elif split == "train":
             image_index = image_index[num_val_im:]
+    counts["selected"] = int(image_index.size)
     split_mask = np.zeros(data_split.shape[0], dtype=bool)
     split_mask[image_index] = True
 
@@ -196,6 +208,7 @@ def load_graphs(
         rels = rels[keep_rel]
         image_index, fb, lb = image_index[keep_img], fb[keep_img], lb[keep_img]
         n_rel = kept_per_img[keep_img]
+    counts["kept"] = int(image_index.size)
 
     rel_bounds = np.cumsum(n_rel)
     rel_list = np.split(rels, rel_bounds[:-1]) if image_index.size else []
@@ -209,6 +222,8 @@ def load_graphs(
     return {
         "split_mask": split_mask,
         "image_index": image_index,
+        "first_box": fb,
+        "counts": counts,
         "boxes": boxes,
         "labels": labels,
         "attributes": attributes,
@@ -216,6 +231,56 @@ def load_graphs(
         "all_labels": all_labels,
         "all_predicates": all_preds,
     }
+
+
+def _suggest_num_val(n: int) -> int:
+    """A NUM_VAL_IMAGES that leaves train images when the split has ``n`` usable ones."""
+    return max(0, min(n - 1, max(1, n // 10)))
+
+
+def empty_split_reason(split: str, counts: Dict[str, int], num_val_im: int, num_im: int = -1,
+                       filter_empty_rels: bool = True,
+                       num_val_key: str = "DATASETS.NUM_VAL_IMAGES") -> Optional[Tuple[str, str]]:
+    """Why a split selects no image, as ``(reason, fix)`` (None when it selects some).
+
+    ``counts``: the ``counts`` of :func:`load_graphs` -- ``rows`` (h5 rows with the split's flag),
+    ``with_boxes`` (of those, with >= 1 box), ``usable`` (and >= 1 relation when
+    ``filter_empty_rels``), ``after_num_im``, ``selected`` (after the val slice) and ``kept``
+    (after the overlap filter; ``selected`` when absent). ``num_val_key`` names the setting of
+    ``num_val_im`` in the message (the config key, or a command-line flag). Shared by the loader's
+    callers (:func:`sgg.data.build.build_dataset`) and :mod:`sgg.data.validate`.
+    """
+    kept = counts.get("kept", counts["selected"])
+    if kept > 0:
+        return None
+    flag = f"{vg150_files.SPLIT_TEST} (test)" if split == "test" else f"{vg150_files.SPLIT_TRAIN} (train)"
+    rows, usable = counts["rows"], counts["usable"]
+    need = ">= 1 box and >= 1 relation" if filter_empty_rels else ">= 1 box"
+    if rows == 0:
+        has = "train images (the val split is cut from them)" if split == "val" else f"{split} images"
+        return (f"the h5 has no image row with split == {flag}",
+                f"use the files of a dataset that has {has}, or leave this split out of the config")
+    if usable == 0:
+        return (f"none of its {rows} h5 rows with split == {flag} has {need} ({counts['with_boxes']} have boxes), "
+                f"and the loader keeps only those (as SGB)",
+                "regenerate the h5 with annotated objects and relations for these images "
+                "(tools/validate_dataset.py lists the rows)")
+    if counts.get("after_num_im", usable) == 0:
+        return (f"num_im = {num_im} keeps none of its {usable} usable images", "pass num_im = -1 (all) or > 0")
+    if counts["selected"] == 0:
+        if split == "train":
+            n = counts.get("after_num_im", usable)
+            return (f"{num_val_key} = {num_val_im} sets the first {num_val_im} train images aside for the val split "
+                    f"and the h5 has only {n} usable train images ({need}), so none is left "
+                    f"for training",
+                    f"set {num_val_key} below {n} (e.g. {_suggest_num_val(n)}), or to 0 for no val split")
+        if split == "val":
+            return (f"{num_val_key} = {num_val_im} sets no train image aside for validation",
+                    f"set {num_val_key} > 0 (SGB uses 5000), or leave the val split out of DATASETS.VAL "
+                    f"(and set SOLVER.TO_VAL False)")
+    return (f"the SGDet overlap filter (MODEL.ROI_RELATION_HEAD.REQUIRE_BOX_OVERLAP) drops all its "
+            f"{counts['selected']} images (no relation between overlapping boxes)",
+            "set MODEL.ROI_RELATION_HEAD.REQUIRE_BOX_OVERLAP False, or check the boxes with tools/validate_dataset.py")
 
 
 def load_image_filenames(img_dir: str, image_file: str, num_h5_rows: int, roidb_file: str = "h5"):
@@ -239,6 +304,63 @@ def load_image_filenames(img_dir: str, image_file: str, num_h5_rows: int, roidb_
                 raise ValueError(f"'{image_file}' entry {k} has no '{key}'")
     fns = [os.path.join(img_dir, vg150_files.image_filename(img["image_id"])) for img in info]
     return fns, info
+
+
+# ----------------------------------------------------------------------------------------------
+# Rules every format shares (the COCO-json reader uses them too)
+# ----------------------------------------------------------------------------------------------
+def dedup_relations(rels: np.ndarray, rng: Optional[np.random.Generator] = None) -> np.ndarray:
+    """One row per (subject, object) pair of ``rels`` int64[m, 3], the predicate drawn uniformly
+    over its rows (``rng``, or numpy's global RNG when None).
+
+    Same distribution as SGB's ``np.random.choice`` over the pair's predicate list; the pairs
+    keep the order of their first occurrence.
+    """
+    if rels.shape[0] <= 1:
+        return rels
+    m = rels.shape[0]
+    perm = rng.permutation(m) if rng is not None else np.random.permutation(m)
+    key = rels[:, 0] * (int(rels[:, :2].max()) + 1) + rels[:, 1]  # one int per ordered pair
+    _, pick = np.unique(key[perm], return_index=True)
+    _, first = np.unique(key, return_index=True)
+    chosen = perm[pick][np.argsort(first, kind="stable")]
+    return rels[chosen]
+
+
+def check_on_disk(paths: Sequence[str], folder: str, what: str) -> None:
+    """A FileNotFoundError naming the count, the first missing files and the fix when any of
+    ``paths`` (files of ``folder``) is missing (one ``listdir``, not one stat per file)."""
+    try:
+        present = set(os.listdir(folder))
+    except OSError:
+        present = set()
+    missing = [p for p in paths if os.path.basename(p) not in present and not os.path.exists(p)]
+    if missing:
+        shown = ", ".join(f"'{p}'" for p in missing[:5])
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(paths)} {what} of this split are missing in '{folder}' "
+            f"(first: {shown}). Fix: point the config (DATASETS.DATA_DIR) at the complete "
+            f"folder, or pass check_images=False only if you never read them."
+        )
+
+
+def find_depth_files(depth_dir: str, image_ids: Sequence[int]) -> List[str]:
+    """``depth_dir/{image_id}.png``, or ``.npy`` when only that one exists, per image id."""
+    present = set(os.listdir(depth_dir))
+    out = []
+    for image_id in image_ids:
+        stem = str(int(image_id))
+        name = stem + ".png" if (stem + ".png") in present or (stem + ".npy") not in present else stem + ".npy"
+        out.append(os.path.join(depth_dir, name))
+    return out
+
+
+def triplets_of(gt_classes: Sequence[np.ndarray], relationships: Sequence[np.ndarray]) -> np.ndarray:
+    """All ``(subject class, object class, predicate)`` rows of per-image classes / relations,
+    int64[R, 3]."""
+    parts = [np.column_stack([c[r[:, 0]], c[r[:, 1]], r[:, 2]]) for c, r in zip(gt_classes, relationships)
+             if r.shape[0]]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros((0, 3), np.int64)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -316,6 +438,8 @@ class VG150Dataset:
                         filter_non_overlap=self.filter_non_overlap)
         self._check_label_ranges(g["all_labels"], g["all_predicates"])
         self.split_mask: np.ndarray = g["split_mask"]
+        #: images left after each selection step (:func:`empty_split_reason`)
+        self.selection_counts: Dict[str, int] = g["counts"]
         self.gt_boxes_1024: List[np.ndarray] = g["boxes"]
         self.gt_classes: List[np.ndarray] = g["labels"]
         self.gt_attributes: Optional[List[np.ndarray]] = g["attributes"]
@@ -325,6 +449,7 @@ class VG150Dataset:
         sel = np.flatnonzero(self.split_mask)
         self.filenames: List[str] = [fns[i] for i in sel]
         self.img_info: List[dict] = [info[i] for i in sel]
+        self._check_boxes_in_images(g["first_box"], sel)
 
         self._depth_files: Optional[List[str]] = None
         if depth_dir is not None:
@@ -358,29 +483,53 @@ class VG150Dataset:
                 f"'{self.dict_file}' defines predicates 1..{P - 1}: the files do not belong together."
             )
 
+    def _check_boxes_in_images(self, first_box: np.ndarray, rows: np.ndarray) -> None:
+        """The validator's rule (:func:`vg150_files.box_image_fit`) on every box of the split, at
+        once: a box entirely outside its image (SGB's clipping makes it empty) is a ValueError
+        naming the file, the image and the box; boxes sticking out by more than the tolerance are
+        clipped as SGB, with one warning (their count)."""
+        n = np.array([b.shape[0] for b in self.gt_boxes_1024], np.int64)
+        if not n.sum():
+            return
+        owner = np.repeat(np.arange(n.size), n)
+        width = np.array([int(i["width"]) for i in self.img_info], np.int64)
+        height = np.array([int(i["height"]) for i in self.img_info], np.int64)
+        boxes = np.concatenate(self.gt_boxes_1024)
+        px, outside, beyond = vg150_files.box_image_fit(boxes, width[owner], height[owner])
+        local = np.arange(owner.size) - np.repeat(np.cumsum(n) - n, n)
+
+        def where(k: int) -> str:
+            i = int(owner[k])
+            return (f"{vg150_files.BOXES}[{int(first_box[i]) + int(local[k])}] = "
+                    f"{boxes[k].tolist()} (xyxy in the {BOX_SCALE} frame) = {np.round(px[k], 1).tolist()} px "
+                    f"of image {i} of the {self.split} split (image id {self.img_info[i]['image_id']}, h5 row "
+                    f"{int(rows[i])}, {int(width[i])}x{int(height[i])} in '{self.image_file}')")
+
+        if outside.any():
+            raise ValueError(
+                f"'{self.roidb_file}': {where(int(np.flatnonzero(outside)[0]))} lies entirely outside its image "
+                f"(SGB's clipping makes it an empty box); {int(outside.sum())} such box(es) in this split. "
+                f"Fix: correct the box in the h5 or the image's width / height in image_data.json (the two "
+                f"files must come from the same release); tools/validate_dataset.py lists every such box."
+            )
+        if beyond.any():
+            logger.warning(
+                "VG150 %s: %d box(es) stick out of their image by more than max(%g px, %g of the longer side), "
+                "clipped as SGB (first: %s); tools/validate_dataset.py lists them", self.split, int(beyond.sum()),
+                vg150_files.BOX_BEYOND_TOLERANCE["pixels"], vg150_files.BOX_BEYOND_TOLERANCE["fraction"],
+                where(int(np.flatnonzero(beyond)[0])))
+
+    def empty_reason(self, num_val_key: str = "DATASETS.NUM_VAL_IMAGES") -> Optional[Tuple[str, str]]:
+        """``(reason, fix)`` when the split selected no image, else None (:func:`empty_split_reason`)."""
+        return empty_split_reason(self.split, self.selection_counts, self.num_val_im, self.num_im,
+                                  self.filter_empty_rels, num_val_key)
+
     def _find_depth_files(self, depth_dir: str) -> List[str]:
-        present = set(os.listdir(depth_dir))
-        out = []
-        for info in self.img_info:
-            stem = str(int(info["image_id"]))
-            name = stem + ".png" if (stem + ".png") in present or (stem + ".npy") not in present else stem + ".npy"
-            out.append(os.path.join(depth_dir, name))
-        return out
+        return find_depth_files(depth_dir, [info["image_id"] for info in self.img_info])
 
     @staticmethod
     def _check_on_disk(paths: Sequence[str], folder: str, what: str) -> None:
-        try:
-            present = set(os.listdir(folder))
-        except OSError:
-            present = set()
-        missing = [p for p in paths if os.path.basename(p) not in present and not os.path.exists(p)]
-        if missing:
-            shown = ", ".join(f"'{p}'" for p in missing[:5])
-            raise FileNotFoundError(
-                f"{len(missing)} of {len(paths)} {what} of this split are missing in '{folder}' "
-                f"(first: {shown}). Fix: point the config (DATASETS.DATA_DIR) at the complete "
-                f"folder, or pass check_images=False only if you never read them."
-            )
+        check_on_disk(paths, folder, what)
 
     # ------------------------------------------------------------------ API
     @property
@@ -416,20 +565,7 @@ class VG150Dataset:
         return vg150_files.clip_to_image(box, w, h)
 
     def _dedup_relations(self, rels: np.ndarray) -> np.ndarray:
-        """One row per (subject, object) pair, the predicate drawn uniformly over its rows.
-
-        Same distribution as SGB's ``np.random.choice`` over the pair's predicate list; the pairs
-        keep the order of their first occurrence.
-        """
-        if rels.shape[0] <= 1:
-            return rels
-        m = rels.shape[0]
-        perm = self.rng.permutation(m) if self.rng is not None else np.random.permutation(m)
-        key = rels[:, 0] * (int(rels[:, :2].max()) + 1) + rels[:, 1]  # one int per ordered pair
-        _, pick = np.unique(key[perm], return_index=True)
-        _, first = np.unique(key, return_index=True)
-        chosen = perm[pick][np.argsort(first, kind="stable")]
-        return rels[chosen]
+        return dedup_relations(rels, self.rng)
 
     def __getitem__(self, i: int) -> dict:
         """Dataset dict (``DESIGN.md``) of image ``i``.
@@ -484,11 +620,7 @@ class VG150Dataset:
 
     def get_triplets(self) -> np.ndarray:
         """All ``(subject class, object class, predicate)`` rows of the split, int64[R, 3]."""
-        parts = [
-            np.column_stack([c[r[:, 0]], c[r[:, 1]], r[:, 2]]) for c, r in zip(self.gt_classes, self.relationships)
-            if r.shape[0]
-        ]
-        return np.concatenate(parts).astype(np.int64) if parts else np.zeros((0, 3), np.int64)
+        return triplets_of(self.gt_classes, self.relationships)
 
     def __repr__(self) -> str:
         return (f"VG150Dataset(split={self.split!r}, images={len(self)}, classes={self.num_classes}, "

@@ -40,8 +40,8 @@ __all__ = [
     "PER_IMAGE_KEYS", "REQUIRED_KEYS", "BACKGROUND", "LABEL_TO_IDX", "IDX_TO_LABEL", "PREDICATE_TO_IDX",
     "IDX_TO_PREDICATE", "ATTRIBUTE_TO_IDX", "IDX_TO_ATTRIBUTE", "IMAGE_DATA_KEYS", "boxes_key",
     "image_filename", "encode_boxes", "decode_boxes", "decode_boxes_inplace", "boxes_to_pixels",
-    "clip_to_image", "loader_boxes", "read_h5", "h5_shapes", "read_dicts", "index_names",
-    "read_image_data", "usable_image_data", "write_json", "write_vg150",
+    "clip_to_image", "loader_boxes", "box_image_fit", "pixel_box_fit", "BOX_BEYOND_TOLERANCE", "read_h5", "h5_shapes",
+    "read_dicts", "index_names", "read_image_data", "usable_image_data", "write_json", "write_vg150",
 ]
 
 #: The name of this format in ``DATASET_FORMAT_REGISTRY`` and ``DatasetFiles.format``.
@@ -158,6 +158,50 @@ def clip_to_image(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
     return boxes
 
 
+#: A box may stick out of its image by this much before it counts as "beyond" the image:
+#: ``max(pixels, fraction * max(W, H))`` (rounding in the 1024 frame moves a border a few pixels;
+#: SGB's own VG150 has boxes that touch or cross the border by that much).
+BOX_BEYOND_TOLERANCE = {"pixels": 2.0, "fraction": 0.01}
+
+
+def box_image_fit(boxes_xyxy, widths, heights, scale: int = BOX_SCALE):
+    """How decoded boxes sit in their images: the one rule of the loader and the validator.
+
+    ``boxes_xyxy`` [n, 4]: decoded boxes in the ``scale`` frame (:func:`decode_boxes_inplace`);
+    ``widths`` / ``heights`` [n] (or scalars): the size of each box's image (``image_data.json``).
+    Returns ``(pixels, outside, beyond)``: ``pixels`` float64 [n, 4] the boxes in original pixels
+    before clipping (:func:`boxes_to_pixels`'s formula); ``outside`` bool [n] boxes that
+    SGB's ``clip_to_image`` (x to [0, W - 1], y to [0, H - 1]) turns into an empty box (entirely
+    outside: an error); ``beyond`` bool [n] the other boxes that stick out of the image by more
+    than :data:`BOX_BEYOND_TOLERANCE` (clipped as SGB: a warning).
+    """
+    b = np.asarray(boxes_xyxy).reshape(-1, 4)
+    n = b.shape[0]
+    w = np.broadcast_to(np.asarray(widths, np.float64), (n,))
+    h = np.broadcast_to(np.asarray(heights, np.float64), (n,))
+    px = b / scale * np.maximum(w, h)[:, None]
+    outside, beyond = pixel_box_fit(px, w, h, to_remove=1)
+    return px, outside, beyond
+
+
+def pixel_box_fit(px, widths, heights, to_remove: int = 1):
+    """The rule of :func:`box_image_fit` on boxes already in pixels (xyxy ``px`` [n, 4]).
+
+    ``to_remove``: the clip of the format -- 1 for SGB's ``clip_to_image`` (x to [0, W - 1]), 0
+    for a clamp to [0, W] (the COCO-json reader). Returns ``(outside, beyond)`` bool [n]: boxes the
+    clip turns into empty ones (an error), and the others sticking out by more than
+    :data:`BOX_BEYOND_TOLERANCE` (clipped: a warning).
+    """
+    px = np.asarray(px, np.float64).reshape(-1, 4)
+    n = px.shape[0]
+    w = np.broadcast_to(np.asarray(widths, np.float64), (n,))
+    h = np.broadcast_to(np.asarray(heights, np.float64), (n,))
+    outside = (px[:, 0] >= w - to_remove) | (px[:, 1] >= h - to_remove) | (px[:, 2] <= 0) | (px[:, 3] <= 0)
+    tol = np.maximum(BOX_BEYOND_TOLERANCE["pixels"], BOX_BEYOND_TOLERANCE["fraction"] * np.maximum(w, h))
+    beyond = ~outside & ((px[:, 0] < -tol) | (px[:, 1] < -tol) | (px[:, 2] > w + tol) | (px[:, 3] > h + tol))
+    return outside, beyond
+
+
 def decode_boxes(boxes_cxcywh, width: int, height: int, scale: int = BOX_SCALE) -> np.ndarray:
     """The reference (SGB) decode: int32 in-place cxcywh -> xyxy, then / scale * max(W, H)."""
     b = _cxcywh_to_xyxy_inplace(np.array(boxes_cxcywh, dtype=np.int32).reshape(-1, 4))
@@ -171,27 +215,63 @@ def loader_boxes(boxes_cxcywh, width: int, height: int, scale: int = BOX_SCALE) 
 
 
 # ------------------------------------------------------------------------------------- reading
+_FIX_CORRUPT = ("re-download it, or regenerate it (SGB's preprocessing; tools/make_synthetic_vg.py for "
+                "SynthVG), and check the disk (full, or a copy cut short)")
+
+
+def _h5_error(roidb_file: str, e: BaseException) -> OSError:
+    """The error of an h5 that h5py cannot read, naming the file (h5py's own message does not)."""
+    if isinstance(e, FileNotFoundError) and not os.path.exists(roidb_file):
+        return FileNotFoundError(f"VG150 h5 not found: '{roidb_file}'")
+    size = f"{os.path.getsize(roidb_file)} bytes, " if os.path.isfile(roidb_file) else ""
+    return OSError(f"cannot read the h5 '{roidb_file}' ({size}h5py: {e}): the file is truncated, corrupt or "
+                   f"unreadable. Fix: {_FIX_CORRUPT}")
+
+
 def h5_shapes(roidb_file: str) -> Dict[str, tuple]:
-    """``{dataset name: shape}`` of every dataset in the h5 (reads no data)."""
-    with h5py.File(roidb_file, "r") as h5:
-        return {k: tuple(h5[k].shape) for k in h5.keys()}
+    """``{dataset name: shape}`` of every dataset in the h5 (reads no data). An unreadable file
+    (truncated, corrupt) is an OSError naming it."""
+    try:
+        with h5py.File(roidb_file, "r") as h5:
+            return {k: tuple(h5[k].shape) for k in h5.keys()}
+    except (OSError, RuntimeError) as e:
+        raise _h5_error(roidb_file, e) from e
 
 
 def read_h5(roidb_file: str, keys: Sequence[str] = REQUIRED_KEYS,
             optional: Sequence[str] = (ATTRIBUTES,)) -> Dict[str, np.ndarray]:
     """The stored arrays ``keys`` (all must exist: a ValueError lists the missing ones) and those of
-    ``optional`` the file has, as stored (``labels`` / ``predicates`` are (n, 1))."""
-    with h5py.File(roidb_file, "r") as h5:
-        missing = [k for k in keys if k not in h5]
-        if missing:
-            raise ValueError(f"'{roidb_file}' lacks dataset(s) {missing}: not an SGB VG-SGG h5")
-        return {k: h5[k][()] for k in list(keys) + [k for k in optional if k in h5]}
+    ``optional`` the file has, as stored (``labels`` / ``predicates`` are (n, 1)). The whole file is
+    read here (nothing is read later, e.g. in data-loader workers); an unreadable file (truncated,
+    corrupt) is an OSError naming it and the fix."""
+    try:
+        with h5py.File(roidb_file, "r") as h5:
+            missing = [k for k in keys if k not in h5]
+            if missing:
+                raise ValueError(f"'{roidb_file}' lacks dataset(s) {missing}: not an SGB VG-SGG h5")
+            return {k: h5[k][()] for k in list(keys) + [k for k in optional if k in h5]}
+    except (OSError, RuntimeError) as e:
+        raise _h5_error(roidb_file, e) from e
+
+
+def _read_json(path: str, what: str) -> Any:
+    """``json.load`` of ``path``; a ValueError naming the file when it is not valid JSON."""
+    with open(path, "r") as f:
+        try:
+            return json.load(f)
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+            size = os.path.getsize(path) if os.path.isfile(path) else 0
+            raise ValueError(f"cannot read the {what} '{path}' ({size} bytes): it is not valid JSON ({e}), the "
+                             f"file is truncated or corrupt. Fix: {_FIX_CORRUPT}") from e
 
 
 def read_dicts(dict_file: str) -> Dict[str, Any]:
-    """The dicts json as stored; a ValueError when it lacks ``label_to_idx`` / ``predicate_to_idx``."""
-    with open(dict_file, "r") as f:
-        info = json.load(f)
+    """The dicts json as stored; a ValueError naming the file when it is not valid JSON or lacks
+    ``label_to_idx`` / ``predicate_to_idx``."""
+    info = _read_json(dict_file, "dicts json")
+    if not isinstance(info, dict):
+        raise ValueError(f"'{dict_file}' must hold a JSON object (label_to_idx, predicate_to_idx, ...): "
+                         f"not an SGB VG-SGG dicts json")
     for key in (LABEL_TO_IDX, PREDICATE_TO_IDX):
         if key not in info:
             raise ValueError(f"'{dict_file}' has no '{key}': not an SGB VG-SGG dicts json")
@@ -214,10 +294,9 @@ def index_names(name_to_idx: Mapping[str, int], what: str, dict_file: str) -> Li
 
 
 def read_image_data(image_file: str) -> List[dict]:
-    """``image_data.json`` as stored (all entries, the corrupt VG ids included); a ValueError when
-    it is not a JSON list."""
-    with open(image_file, "r") as f:
-        im_data = json.load(f)
+    """``image_data.json`` as stored (all entries, the corrupt VG ids included); a ValueError naming
+    the file when it is not valid JSON or not a list."""
+    im_data = _read_json(image_file, IMAGE_DATA_FILE)
     if not isinstance(im_data, list):
         raise ValueError(f"'{image_file}' must hold a JSON list of {{image_id, width, height}}")
     return im_data
