@@ -40,7 +40,9 @@ setup(
         "timm>=0.9",
         "tqdm>=4.60",
         "pycocotools>=2.0.6",
+        # scene-graph drawings (sgg.utils.visualize) and training curves
         "matplotlib>=3.5",
+        "networkx>=2.8",
         "tensorboard>=2.10",
     ],
     extras_require={

@@ -54,7 +54,9 @@ def build_relation_model(cfg):
 
 def evaluate_split(cfg, model, name: str, max_images: int = -1, save: bool = True,
                    predicate_frequency=None) -> Dict[str, Any]:
-    """Metrics of ``model`` on the split ``name`` (all ranks run; rank 0 gets the numbers)."""
+    """Metrics of ``model`` on the split ``name`` (all ranks run; rank 0 gets the numbers). A split
+    without images is a ValueError naming it and the cause (raised while building its loader,
+    before any inference), never metrics of NaN."""
     from sgg.data.build import build_test_loader
     from sgg.evaluation import format_report
 
@@ -68,7 +70,14 @@ def evaluate_split(cfg, model, name: str, max_images: int = -1, save: bool = Tru
         metrics["mode"] = mode
         logger.info("%s (%s):%s", name, mode, format_report(metrics))
         if save:
-            save_metrics(metrics, out_dir, "relation_metrics", predicate_frequency)
+            paths = save_metrics(metrics, out_dir, "relation_metrics", predicate_frequency)
+            paths["predictions"] = os.path.join(out_dir, "predictions.npz")
+            if cfg.TEST.DRAW_IMAGES > 0:
+                from .examples import draw_examples
+
+                paths["scene graphs"] = ", ".join(draw_examples(model, loader, out_dir, cfg.TEST.DRAW_IMAGES,
+                                                                dtype=cfg.DTYPE))
+            logger.info("%s results:\n%s", name, "\n".join(f"  {k}: {v}" for k, v in paths.items()))
     return metrics
 
 
@@ -80,7 +89,15 @@ def validation_fn(cfg):
     """The trainer's validation callable for ``cfg`` (DATASETS.VAL[0] every SOLVER.VAL_PERIOD), or
     None when SOLVER.TO_VAL is off or there is no validation split."""
     if cfg.DATASETS.VAL and cfg.SOLVER.TO_VAL:
-        return partial(_validate, cfg, name=cfg.DATASETS.VAL[0])
+        from sgg.data.catalog import split_name
+
+        name = cfg.DATASETS.VAL[0]
+        if cfg.DATASETS.NUM_VAL_IMAGES <= 0 and split_name(name)[1] == "val":
+            # found now, not at the first validation hours into the run
+            raise ValueError(f"DATASETS.VAL names '{name}' but DATASETS.NUM_VAL_IMAGES = "
+                             f"{cfg.DATASETS.NUM_VAL_IMAGES}: the val split (the first NUM_VAL_IMAGES train images) "
+                             f"is empty. Fix: set DATASETS.NUM_VAL_IMAGES > 0, or SOLVER.TO_VAL False")
+        return partial(_validate, cfg, name=name)
     return None
 
 
@@ -108,6 +125,9 @@ def test_after_training(cfg, trainer, state: str, predicate_frequency: Optional[
     """Evaluate the trained model (its EMA when there is one) on every DATASETS.TEST split, unless
     training was preempted (SIGTERM). Returns ``{"state": state, <split>: metrics, ...}``."""
     results: Dict[str, Any] = {"state": state}
+    if state == "preempted":
+        logger.warning("training stopped by SIGTERM: no test (the command exits with status 143; run it again "
+                       "to resume and test)")
     if state in ("completed", "stopped_early"):
         eval_model = trainer.ema.model if getattr(trainer, "ema", None) is not None else trainer.model
         for name in cfg.DATASETS.TEST:

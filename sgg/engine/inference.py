@@ -71,12 +71,13 @@ def relation_inference(model: torch.nn.Module, data_loader, evaluator, dtype: st
     return metrics
 
 
-def save_metrics(metrics: Dict[str, Any], output_dir: str, name: str, predicate_frequency=None) -> None:
-    """Rank 0: the report files (txt table, json, per-predicate png) under ``output_dir``."""
+def save_metrics(metrics: Dict[str, Any], output_dir: str, name: str, predicate_frequency=None) -> Dict[str, str]:
+    """Rank 0: the report files (txt table, json, per-predicate png) under ``output_dir``; returns
+    their paths (``{}`` on other ranks)."""
     if not comm.is_main_process() or not metrics:
-        return
+        return {}
     from sgg.evaluation import write_report
 
     os.makedirs(output_dir, exist_ok=True)
-    write_report(metrics, output_dir, name=name, predicate_frequency=predicate_frequency,
-                 predicate_names=metrics.get("predicate_names"))
+    return write_report(metrics, output_dir, name=name, predicate_frequency=predicate_frequency,
+                        predicate_names=metrics.get("predicate_names"))

@@ -29,7 +29,14 @@ from two_stage_fixtures import (  # noqa: E402
 from sgg.checkpoint import CheckpointError, Checkpointer  # noqa: E402
 from sgg.engine.predict import IMAGE_EXTENSIONS, Predictor, graph_to_json, read_image  # noqa: E402
 from sgg.structures import SceneGraph  # noqa: E402
-from sgg.utils.visualize import PANEL_WIDTH, draw_scene_graph, object_color  # noqa: E402
+from sgg.utils.visualize import (  # noqa: E402
+    IMAGE_ORIGIN,
+    PANEL_WIDTH,
+    draw_scene_graph,
+    image_display_scale,
+    object_color,
+    scene_graph_canvas_size,
+)
 
 TOP_K = 7
 BATCH = 2
@@ -173,7 +180,9 @@ def check_tool_outputs(out_dir, image_dir, classes, predicates):
         check_schema(doc, path, classes, predicates, TOP_K)
         png = cv2.imread(os.path.join(out_dir, stem + ".png"))
         assert png is not None and png.dtype == np.uint8
-        assert png.shape[1] == doc["width"] + PANEL_WIDTH and png.shape[0] >= doc["height"]
+        # the drawing: image (upscaled: SynthVG images are small), graph and relation list
+        assert png.shape[:2] == scene_graph_canvas_size(doc["height"], doc["width"], len(doc["relations"]))
+        assert png.shape[1] > doc["width"] + PANEL_WIDTH and png.shape[0] > doc["height"]
         docs[path] = doc
     return docs
 
@@ -414,14 +423,18 @@ def test_draw_scene_graph_boxes_and_panel():
     doc = graph_to_json(g, ["__background__", "man", "horse", "hat"], ["__background__", "on", "riding"])
     image = np.full((40, 60, 3), 255, dtype=np.uint8)
     out = draw_scene_graph(image, doc, top_k=2)
-    assert out.dtype == np.uint8 and out.shape[1] == 60 + PANEL_WIDTH and out.shape[0] >= 40
+    s = image_display_scale(40, 60)  # a 60 px image is drawn upscaled
+    assert out.dtype == np.uint8 and out.shape[:2] == scene_graph_canvas_size(40, 60, 2)
+    assert out.shape[1] == round(60 * s) + 2 * IMAGE_ORIGIN[0] + PANEL_WIDTH
     assert np.array_equal(out, draw_scene_graph(image, doc, top_k=2))  # deterministic
     # the left edge of object 2 (a top-2 relation object, thick) carries its colour
     expected = np.array(object_color(2)) * 255
-    strip = out[24:34, 28:33].reshape(-1, 3).astype(float)
+    x0, y0 = IMAGE_ORIGIN
+    x = x0 + round(30 * s)
+    strip = out[y0 + round(25 * s):y0 + round(33 * s), x - 3:x + 4].reshape(-1, 3).astype(float)
     assert np.abs(strip - expected).max(axis=1).min() < 40
-    # the panel lists relations: it is not blank
-    assert (out[:, 60 + 10:, :] < 128).any()
+    # the graph and list panels are not blank
+    assert (out[:, x0 + round(60 * s) + x0 + 10:, :] < 128).any()
     with pytest.raises(ValueError, match="uint8"):
         draw_scene_graph(image.astype(np.float32), doc)
 
