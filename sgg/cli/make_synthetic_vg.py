@@ -2,6 +2,7 @@
 
 Example:
     python tools/make_synthetic_vg.py --profile small --out datasets/synthvg_small
+    python tools/make_synthetic_vg.py --profile tiny --format coco_json --out datasets/mydata
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ def parse_args(argv=None, prog=None):
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="small", choices=sorted(PROFILES))
     p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--format", default="vg150", choices=["vg150", "coco_json"],
+                   help="vg150: the SGB h5 + json files; coco_json: <out>/{train,test}/_annotations.coco.json")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-images", type=int, default=None)
     p.add_argument("--image-size", default=None,
@@ -35,11 +38,11 @@ def main(argv=None, prog=None):
         size = parts[0] if len(parts) == 1 else tuple(parts)
     s = generate_synthvg(args.out, profile=args.profile, seed=args.seed, workers=args.workers,
                          progress=not args.no_progress, num_images=args.num_images, image_size=size,
-                         num_classes=args.num_classes, num_predicates=args.num_predicates)
+                         num_classes=args.num_classes, num_predicates=args.num_predicates, format=args.format)
     if args.json:
         print(json.dumps(s, indent=1))
         return s
-    print(f"SynthVG {s['profile']} (seed {s['seed']}) -> {s['out_dir']}")
+    print(f"SynthVG {s['profile']} (seed {s['seed']}) -> {s['out_dir']} ({args.format})")
     print(f"  {s['num_images']} images, {s['num_classes']} object classes, {s['num_predicates']} predicates")
     for name, d in s["splits"].items():
         print(f"  {name:5s}: {d['images']:6d} images {d['objects']:7d} objects {d['relations']:7d} relations"

@@ -6,8 +6,17 @@ Names are SGB's for Visual Genome (``VG_stanford_filtered_with_attribute_{train,
 SynthVG datasets ``synthvg_tiny_train`` -> ``DATA_DIR/synthvg_tiny``.
 
 Every name resolves to a :class:`DatasetFiles` that also says the dataset's format (the key of
-``sgg.data.datasets.DATASET_FORMAT_REGISTRY``); today every dataset is in the ``vg150`` format,
-whose file names come from :mod:`sgg.data.datasets.vg150_files`.
+``sgg.data.datasets.DATASET_FORMAT_REGISTRY``), decided by what the folder holds:
+
+* ``coco_json`` (:mod:`sgg.data.datasets.coco_json`): the folder has
+  ``train/_annotations.coco.json`` (and no VG150 h5); ``annotation_file`` is the split's
+  ``<split>/_annotations.coco.json``, ``img_dir`` its folder; the VG150 fields are empty;
+* ``vg150`` otherwise (the SGB names always): ``roidb_file`` / ``dict_file`` / ``image_file`` /
+  ``img_dir`` from :mod:`sgg.data.datasets.vg150_files`; ``annotation_file`` is empty.
+
+Every format has ``root``, ``depth_dir`` (``root/depth``) and ``zeroshot_file``
+(``root/zeroshot_triplet.pytorch``); :meth:`DatasetFiles.source_files` lists the annotation files
+(what a statistics cache key stamps).
 """
 from __future__ import annotations
 
@@ -15,7 +24,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from .datasets import vg150_files
+from .datasets import coco_json, vg150_files
 
 SPLITS = ("train", "val", "test")
 
@@ -35,13 +44,23 @@ class DatasetFiles:
     name: str
     split: str
     root: str
-    roidb_file: str
-    dict_file: str
-    image_file: str
-    img_dir: str
-    depth_dir: str
-    zeroshot_file: str
+    roidb_file: str = ""
+    dict_file: str = ""
+    image_file: str = ""
+    img_dir: str = ""
+    depth_dir: str = ""
+    zeroshot_file: str = ""
     format: str = vg150_files.FORMAT
+    #: coco_json: the split's ``<root>/<split>/_annotations.coco.json`` (may be absent for val)
+    annotation_file: str = ""
+
+    def source_files(self) -> Tuple[str, ...]:
+        """The annotation files the dataset's content comes from (existing ones only for
+        coco_json: the train file and, when present, the val file)."""
+        if self.format == coco_json.FORMAT:
+            cands = [coco_json.split_file(self.root, s) for s in ("train", "val")]
+            return tuple(p for p in cands if os.path.isfile(p))
+        return (self.roidb_file, self.dict_file, self.image_file)
 
 
 def resolve_data_dir(data_dir: str) -> str:
@@ -70,6 +89,10 @@ def get_dataset_files(name: str, data_dir: str = "") -> DatasetFiles:
     files not checked here)."""
     data_dir = resolve_data_dir(data_dir)
     base, split = split_name(name)
+    if base not in _SGB_NAMES:
+        root = os.path.join(data_dir, base)
+        if is_coco_json_folder(root):
+            return coco_json_files(root, split, name)
     if base in _SGB_NAMES:
         folder, (h5, dicts) = _SGB_NAMES[base]
         root = os.path.join(data_dir, folder)
@@ -98,6 +121,23 @@ def get_dataset_files(name: str, data_dir: str = "") -> DatasetFiles:
         zeroshot_file=os.path.join(root, vg150_files.ZEROSHOT_FILE),
         format=vg150_files.FORMAT,
     )
+
+
+def is_coco_json_folder(root: str) -> bool:
+    """``root`` holds ``train/_annotations.coco.json`` and no VG150 h5 (the coco_json format)."""
+    if any(os.path.exists(os.path.join(root, h5)) for h5, _ in VG_LAYOUTS):
+        return False
+    return os.path.isfile(coco_json.split_file(root, "train"))
+
+
+def coco_json_files(root: str, split: str, name: str = "") -> DatasetFiles:
+    """The :class:`DatasetFiles` of split ``split`` of the coco_json folder ``root``."""
+    ann = coco_json.split_file(root, split)
+    return DatasetFiles(name=name or f"{os.path.basename(os.path.normpath(root))}_{split}", split=split,
+                        root=root, img_dir=os.path.dirname(ann),
+                        depth_dir=os.path.join(root, vg150_files.DEPTH_DIR),
+                        zeroshot_file=os.path.join(root, vg150_files.ZEROSHOT_FILE),
+                        format=coco_json.FORMAT, annotation_file=ann)
 
 
 def find_zeroshot_file(files: DatasetFiles, configured: str = "") -> Optional[str]:

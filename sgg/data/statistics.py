@@ -13,11 +13,16 @@ boxes of the 1024 frame as the loader stores them (integer xyxy, truncated):
 
 :func:`get_dataset_statistics` computes this once and caches it as
 ``{cache_dir}/{name}_statistics.npz`` together with a key of the source files (path, size, mtime),
-so a changed dataset is recomputed. Under ``torch.distributed`` rank 0 computes and writes, the
+so a changed dataset is recomputed. Every registered format works: the reference train set is
+built by the format's class (``from_files``) and counted from its per-image ``gt_classes``,
+``relationships`` and ``gt_boxes_1024`` (boxes in the frame whose longer side is 1024: VG150's
+integers, coco_json's pixels rescaled), so a VG150 folder and its coco_json conversion give the
+same statistics. Under ``torch.distributed`` rank 0 computes and writes, the
 other ranks wait and read.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -29,7 +34,9 @@ import numpy as np
 from sgg.utils import comm
 from sgg.utils.io import atomic_write
 
+from .datasets.registry import DATASET_FORMAT_REGISTRY
 from .datasets.vg150 import VG150Dataset
+from .datasets.vg150_files import FORMAT as VG150_FORMAT
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +72,8 @@ def box_filter(boxes: np.ndarray, must_overlap: bool = True) -> np.ndarray:
     return np.argwhere(all_possib).astype(np.int64)
 
 
-def compute_statistics(train_data: VG150Dataset, must_overlap: bool = True, progress: bool = True) -> Dict[str, Any]:
-    """Count the statistics on an already-built dataset (whatever its filters).
+def compute_statistics(train_data, must_overlap: bool = True, progress: bool = True) -> Dict[str, Any]:
+    """Count the statistics on an already-built dataset of any format (whatever its filters).
 
     Returns ``fg_matrix`` int64 ``[C+1, C+1, P+1]`` (``[:, :, 0]`` holds ``bg``), ``bg_matrix``
     int64 ``[C+1, C+1]`` (with the ``+1``), ``pred_dist`` float32 ``[C+1, C+1, P+1]``,
@@ -114,7 +121,11 @@ def compute_statistics(train_data: VG150Dataset, must_overlap: bool = True, prog
     }
 
 
-def _reference_train_set(files: Mapping[str, Any], num_val_im: int) -> VG150Dataset:
+def _reference_train_set(files: Any, num_val_im: int):
+    if not isinstance(files, Mapping):  # a DatasetFiles of any format
+        return DATASET_FORMAT_REGISTRY.get(files.format).from_files(
+            dataclasses.replace(files, split="train"), num_val_im=num_val_im, num_im=-1, filter_empty_rels=True, filter_non_overlap=True,
+            filter_duplicate_rels=False, check_images=False)
     return VG150Dataset(
         roidb_file=files["roidb_file"], dict_file=files["dict_file"], image_file=files["image_file"],
         img_dir=files["img_dir"], split="train", num_val_im=num_val_im, num_im=-1,
@@ -123,7 +134,7 @@ def _reference_train_set(files: Mapping[str, Any], num_val_im: int) -> VG150Data
     )
 
 
-def _is_reference_train_set(ds: VG150Dataset, num_val_im: int) -> bool:
+def _is_reference_train_set(ds, num_val_im: int) -> bool:
     return (ds.split == "train" and ds.num_val_im == num_val_im and ds.num_im == -1
             and ds.filter_empty_rels and ds.filter_non_overlap)
 
@@ -140,8 +151,16 @@ def _file_stamp(path: str) -> list:
     return [os.path.realpath(path), int(st.st_size), int(st.st_mtime_ns)]
 
 
-def statistics_cache_key(files: Mapping[str, Any], num_val_im: int) -> str:
-    """Hash of the source files (real path, size, mtime) and the settings: changes when they do."""
+def statistics_cache_key(files: Any, num_val_im: int) -> str:
+    """Hash of the source files (real path, size, mtime) and the settings: changes when they do.
+    ``files``: a mapping with the VG150 files, or a ``DatasetFiles`` of any format (its
+    ``source_files()``)."""
+    if not isinstance(files, Mapping) and getattr(files, "format", VG150_FORMAT) != VG150_FORMAT:
+        payload = {"version": _CACHE_VERSION, "num_val_im": int(num_val_im), "format": files.format,
+                   "files": [_file_stamp(p) for p in files.source_files()]}
+        return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    if not isinstance(files, Mapping):
+        files = {k: getattr(files, k) for k in _FILE_KEYS}
     payload = {
         "version": _CACHE_VERSION,
         "num_val_im": int(num_val_im),
@@ -175,7 +194,7 @@ def _load(path: str, key: str) -> Optional[Dict[str, Any]]:
 
 
 def get_dataset_statistics(
-    train_dataset_or_files: Union[VG150Dataset, Mapping[str, Any]],
+    train_dataset_or_files: Union[VG150Dataset, Mapping[str, Any], Any],
     cache_dir: Optional[str] = None,
     name: Optional[str] = None,
     num_val_im: Optional[int] = None,
@@ -183,21 +202,30 @@ def get_dataset_statistics(
     """Statistics of the train split, computed once and cached.
 
     Args:
-        train_dataset_or_files: a :class:`VG150Dataset` (its files and ``num_val_im`` are used; it
-            is reused as is when it already is the reference train set) or a mapping with
-            ``roidb_file``, ``dict_file``, ``image_file``, ``img_dir`` (and optionally
-            ``num_val_im``), or an object with those attributes (``catalog.DatasetFiles``).
+        train_dataset_or_files: a ``catalog.DatasetFiles`` of the train split (any format), a
+            dataset built by ``from_files`` (a :class:`VG150Dataset` or a dataset with ``files``;
+            its files and ``num_val_im`` are used; it is reused as is when it already is the
+            reference train set), or a mapping with ``roidb_file``, ``dict_file``, ``image_file``,
+            ``img_dir`` (and optionally ``num_val_im``) of a VG150 folder.
         cache_dir: where ``{name}_statistics.npz`` lives (SGB: ``OUTPUT_DIR``); ``None``: no cache
             (rank 0 computes and broadcasts).
-        name: cache file prefix (SGB: the joined ``DATASETS.TRAIN`` names); default: the h5 stem.
+        name: cache file prefix (SGB: the joined ``DATASETS.TRAIN`` names); default: the h5 stem
+            (vg150), the folder name (other formats).
         num_val_im: overrides the validation slice size (default: the dataset's, else 5000).
 
     Returns the dict of :func:`compute_statistics`.
     """
-    if isinstance(train_dataset_or_files, VG150Dataset):
-        ds: Optional[VG150Dataset] = train_dataset_or_files
-        files = {k: getattr(ds, k) for k in _FILE_KEYS}
+    src = train_dataset_or_files
+    if isinstance(src, VG150Dataset):
+        ds: Optional[Any] = src
+        files: Any = {k: getattr(ds, k) for k in _FILE_KEYS}
         nv = ds.num_val_im if num_val_im is None else num_val_im
+    elif hasattr(src, "files") and hasattr(src, "gt_classes"):  # a dataset of another format
+        ds, files = src, src.files
+        nv = ds.num_val_im if num_val_im is None else num_val_im
+    elif not isinstance(src, Mapping) and getattr(src, "format", VG150_FORMAT) != VG150_FORMAT:
+        ds, files = None, src
+        nv = num_val_im if num_val_im is not None else 5000
     else:
         ds = None
         src = train_dataset_or_files
@@ -211,14 +239,15 @@ def get_dataset_statistics(
 
     def compute() -> Dict[str, Any]:
         data = ds if ds is not None and _is_reference_train_set(ds, nv) else _reference_train_set(files, nv)
-        logger.info("computing relation statistics on %d train images of '%s'", len(data), files["roidb_file"])
+        logger.info("computing relation statistics on %d train images of '%s'", len(data), _where(files))
         return compute_statistics(data)
 
     if cache_dir is None:
         return comm.broadcast_object(compute() if comm.is_main_process() else None)
 
     if name is None:
-        name = os.path.splitext(os.path.basename(files["roidb_file"]))[0]
+        name = (os.path.splitext(os.path.basename(files["roidb_file"]))[0] if isinstance(files, Mapping)
+                else os.path.basename(os.path.normpath(files.root)))
     path = os.path.join(cache_dir, f"{name}_statistics.npz")
     key = statistics_cache_key(files, nv)
     stats = None
@@ -237,6 +266,10 @@ def get_dataset_statistics(
             logger.warning("statistics cache '%s' not visible on rank %d; computing locally", path, comm.get_rank())
             stats = compute()
     return stats
+
+
+def _where(files: Any) -> str:
+    return files["roidb_file"] if isinstance(files, Mapping) else files.root
 
 
 def frequency_prior_predictions(pred_dist, labels, pairs):

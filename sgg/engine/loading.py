@@ -79,23 +79,24 @@ def load_class_names(cfg) -> Tuple[List[str], List[str]]:
     """(object class names, predicate names) of ``DATASETS.TRAIN[0]`` (its dicts json only),
     background at index 0: the names of a checkpoint written without metadata."""
     from sgg.data.catalog import get_dataset_files
-    from sgg.data.datasets.vg150 import load_info
+    from sgg.data.datasets import dataset_class_names
 
     if not cfg.DATASETS.TRAIN:
         raise ValueError("the checkpoint has no metadata and DATASETS.TRAIN is empty: the class and predicate "
-                         "names are taken from the training dataset of the config (its VG-SGG-dicts json)")
+                         "names are taken from the training dataset of the config (its VG-SGG-dicts json, or "
+                         "its train/_annotations.coco.json)")
     try:
         files = get_dataset_files(cfg.DATASETS.TRAIN[0], cfg.DATASETS.DATA_DIR)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"the checkpoint has no metadata (it predates them), so the class names are read "
                                 f"from the training dataset of the config: {e}") from e
-    if not os.path.isfile(files.dict_file):
+    names_file = files.dict_file if files.format == "vg150" else (files.source_files() or ("",))[0]
+    if not os.path.isfile(names_file):
         raise FileNotFoundError(
             f"the checkpoint has no metadata, so the class names of {cfg.DATASETS.TRAIN[0]} (DATASETS.TRAIN) are "
-            f"read from '{files.dict_file}', which does not exist. Set DATASETS.DATA_DIR to the folder holding the "
+            f"read from '{names_file}', which does not exist. Set DATASETS.DATA_DIR to the folder holding the "
             f"training data (only this json is needed), or use a checkpoint written by this version.")
-    classes, predicates, _ = load_info(files.dict_file)
-    return classes, predicates
+    return dataset_class_names(files)
 
 
 def _model_weights(ckpt: Mapping[str, Any], path: str, prefer_ema: bool = True

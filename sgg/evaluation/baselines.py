@@ -94,7 +94,7 @@ def run_baselines(cfg, names: Sequence[str] = BASELINES, split_name: Optional[st
     OUTPUT_DIR. The statistics come from the train split of the same dataset (cached in OUTPUT_DIR).
     """
     from ..data.catalog import find_zeroshot_file, get_dataset_files, train_split_of
-    from ..data.datasets import VG150Dataset, load_depth, load_zeroshot_triplets
+    from ..data.datasets import DATASET_FORMAT_REGISTRY, load_depth, load_zeroshot_triplets
     from ..data.statistics import get_dataset_statistics
     from . import SceneGraphEvaluator, write_report
 
@@ -114,9 +114,8 @@ def run_baselines(cfg, names: Sequence[str] = BASELINES, split_name: Optional[st
             raise FileNotFoundError(f"geometric_rule needs a SynthVG dataset: {files.root} has no "
                                     "synthvg_config.json (drop it with --baselines frequency_prior)")
         synth_cfg = synthvg.load_config(files.root)
-    dataset = VG150Dataset(files.roidb_file, files.dict_file, files.image_file, files.img_dir,
-                           files.split, num_val_im=cfg.DATASETS.NUM_VAL_IMAGES,
-                           depth_dir=files.depth_dir if synth_cfg is not None else None)
+    dataset = DATASET_FORMAT_REGISTRY.get(files.format).from_files(
+        files, num_val_im=cfg.DATASETS.NUM_VAL_IMAGES, depth_dir=files.depth_dir if synth_cfg is not None else None)
     zs_file = find_zeroshot_file(files, cfg.DATASETS.ZEROSHOT_FILE)
     zeroshot = load_zeroshot_triplets(zs_file) if zs_file else None
     num_predicates = dataset.num_predicates - 1

@@ -234,11 +234,11 @@ def test_matches_sgb_port_on_random_data(tmp_path):
     images = []
     for k in range(80):
         n = int(rng.integers(0, 7))
-        cxcy = rng.integers(0, 1024, size=(n, 2))
+        cxcy = rng.integers(0, 990, size=(n, 2))  # x1, y1 < W - 1 = 39 px: no box entirely outside
         wh = rng.integers(1, 400, size=(n, 2))  # odd sizes too: truncation matters
         m = int(rng.integers(0, 6)) if n else 0
         rels = [[int(rng.integers(n)), int(rng.integers(n)), int(rng.integers(1, 4))] for _ in range(m)]
-        images.append({"image_id": k + 1, "split": int(rng.choice([0, 0, 2])),
+        images.append({"image_id": k + 1, "split": int(rng.choice([0, 0, 2])), "width": 40, "height": 40,
                        "boxes": np.column_stack([cxcy, wh]).tolist(),
                        "labels": rng.integers(1, 4, size=n).tolist(), "rels": rels})
     files = write_vg(tmp_path, images, with_images=False)

@@ -1,7 +1,8 @@
 """Datasets: each turns files on disk into plain dataset dicts (see DESIGN.md).
 
 One module per format, registered in :data:`DATASET_FORMAT_REGISTRY` under its format name:
-``vg150`` (:mod:`.vg150`, the Scene-Graph-Benchmark h5 + json files of :mod:`.vg150_files`).
+``vg150`` (:mod:`.vg150`, the Scene-Graph-Benchmark h5 + json files of :mod:`.vg150_files`),
+``coco_json`` (:mod:`.coco_json`, COCO-style scene-graph JSON, one file per split).
 """
 from .registry import DATASET_FORMAT_REGISTRY
 from .vg150 import (
@@ -14,9 +15,24 @@ from .vg150 import (
     load_info,
     load_zeroshot_triplets,
 )
+from .coco_json import CocoJsonDataset  # noqa: E402  (registers "coco_json")
+
+
+def dataset_class_names(files):
+    """(object class names, predicate names), background first, of the dataset ``files`` (a
+    ``sgg.data.catalog.DatasetFiles``) without building it: its format's ``class_names(files)``,
+    the dicts json for vg150."""
+    cls = DATASET_FORMAT_REGISTRY.get(files.format)
+    if hasattr(cls, "class_names"):
+        return cls.class_names(files)
+    classes, predicates, _ = load_info(files.dict_file)
+    return classes, predicates
+
 
 __all__ = [
     "BOX_SCALE",
+    "CocoJsonDataset",
+    "dataset_class_names",
     "CORRUPTED_IMAGE_IDS",
     "DATASET_FORMAT_REGISTRY",
     "VG150Dataset",

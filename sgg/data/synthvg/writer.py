@@ -138,13 +138,35 @@ Synthetic scene-graph dataset in the Scene-Graph-Benchmark VG150 file layout, wr
 
 
 def generate_synthvg(out_dir: str, profile: Union[str, SynthVGConfig] = "tiny", seed: int = 0,
-                     workers: int = 1, progress: bool = False, **overrides) -> dict:
+                     workers: int = 1, progress: bool = False, format: str = "vg150", **overrides) -> dict:
     """Write a SynthVG dataset to ``out_dir``; returns a summary dict.
 
     profile: "tiny" | "small" | "vg150" (or a SynthVGConfig); overrides: any SynthVGConfig field
     (num_images, image_size, num_classes, num_predicates, ...). workers: processes for rendering
-    (the output does not depend on it).
+    (the output does not depend on it). format: "vg150" (the SGB files) or "coco_json" (written
+    through the converter, :func:`sgg.data.datasets.coco_json.vg150_to_coco_json`, with no val
+    file: val is cut from train at load time by DATASETS.NUM_VAL_IMAGES, as for VG150, so both
+    formats give the same splits).
     """
+    if format == "coco_json":
+        import shutil
+        import tempfile
+
+        from ..datasets.coco_json import vg150_to_coco_json
+
+        parent = os.path.dirname(os.path.abspath(str(out_dir)))
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".synthvg_vg150_", dir=parent)  # same file system: images are linked
+        try:
+            summary = generate_synthvg(tmp, profile, seed, workers, progress, **overrides)
+            vg150_to_coco_json(tmp, str(out_dir), num_val_im=0)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        summary["out_dir"] = str(out_dir)
+        summary["format"] = format
+        return summary
+    if format != "vg150":
+        raise ValueError(f"format must be 'vg150' or 'coco_json', got {format!r}")
     t0 = time.perf_counter()
     cfg = make_config(profile, seed=seed, **overrides)
     T = rule_tables(cfg)
@@ -160,7 +182,9 @@ def generate_synthvg(out_dir: str, profile: Union[str, SynthVGConfig] = "tiny", 
     records: List[dict] = []
     if workers and workers > 1:
         import multiprocessing as mp
-        with mp.get_context().Pool(workers, initializer=_init_worker) as pool:
+        # forkserver: a fork of this process may hang when it already ran torch / OpenMP threads
+        ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+        with ctx.Pool(workers, initializer=_init_worker) as pool:
             for r in pool.imap(_work, jobs, chunksize=max(1, min(64, len(jobs) // (4 * workers) or 1))):
                 records.append(r)
                 if bar is not None:
