@@ -14,9 +14,13 @@ from .detection import coco_box_ap, evaluate_detection, records_box_ap
 from .evaluator import SceneGraphEvaluator, order_records
 from .io import (PredictionsFile, PredictionsFileError, evaluate_predictions_file,
                  load_predictions, save_predictions)
+from .oi_eval import (OIEvaluator, OIImageRecord, evaluate_oi_records, evaluate_oi_relations,
+                      format_oi_report, make_oi_record)
 from .report import (format_report, format_summary_table, plot_per_predicate_recall,
                      predicate_order,
                      write_json, write_report)
+from .sgbench import (SgbenchFileError, evaluate_sgbench_predictions, export_sgbench,
+                      load_sgbench_predictions)
 from .sgg_eval import (DEFAULT_KS, MODES, NG_TOPK, ImageRecord, box_iou_plus1, evaluate_records,
                        evaluate_relations, make_record, metric_keys, stable_topk_desc,
                        zeroshot_mask)
@@ -28,4 +32,7 @@ __all__ = [
     "format_summary_table", "load_predictions", "make_record", "metric_keys", "order_records",
     "plot_per_predicate_recall", "predicate_order", "records_box_ap", "save_predictions", "stable_topk_desc",
     "write_json", "write_report", "zeroshot_mask",
+    "OIEvaluator", "OIImageRecord", "evaluate_oi_records", "evaluate_oi_relations", "format_oi_report",
+    "make_oi_record", "SgbenchFileError", "evaluate_sgbench_predictions", "export_sgbench",
+    "load_sgbench_predictions",
 ]
