@@ -21,7 +21,7 @@ def test_every_module_and_tool_is_a_command():
     modules = {f[:-3] for f in os.listdir(cli_dir) if f.endswith(".py") and f != "__init__.py"}
     tools = {f[:-3] for f in os.listdir(os.path.join(REPO, "tools")) if f.endswith(".py")}
     assert set(COMMANDS) == modules == tools
-    assert len(COMMANDS) == len(set(COMMANDS)) == 13
+    assert len(COMMANDS) == len(set(COMMANDS)) == 15
 
 
 def test_help_lists_every_command_with_its_summary(capsys):
@@ -37,7 +37,9 @@ def test_help_lists_every_command_with_its_summary(capsys):
     assert summary("predict") == "Predict scene graphs on your own images and draw them"
     # the first sentence only, and "e.g." does not end it
     assert summary("compare_runs") == "Compare the metrics of several runs side by side (e.g. plain Motifs vs HML)"
-    assert summary("validate_dataset") == "Check a VG150-format dataset before a long run"
+    assert summary("validate_dataset") == "Check a dataset (VG150 or coco_json) before a long run"
+    assert summary("relation_train_distill_fisher_only") == ("Train a relation model with HML (relation_train_net "
+                                                            "with MODEL.HML.ENABLED True)")
 
 
 def test_help_imports_no_command_module_and_no_torch():

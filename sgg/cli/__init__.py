@@ -22,9 +22,11 @@ from typing import Callable, List, Optional, Sequence
 # In workflow order (as ``sgg --help`` lists them).
 COMMANDS = (
     "make_synthetic_vg",
+    "convert_dataset",
     "validate_dataset",
     "detector_train_net",
     "relation_train_net",
+    "relation_train_distill_fisher_only",
     "relation_test_net",
     "evaluate_predictions",
     "score_baselines",
@@ -68,9 +70,19 @@ def format_help() -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Exit status of a training command stopped by SIGTERM (after writing its checkpoint): 128 + 15,
+#: what a shell reports for a process killed by SIGTERM, so schedulers, ``&&`` chains and torchrun
+#: see that the job did not finish; re-running the same command resumes it.
+PREEMPTED_EXIT_STATUS = 128 + 15
+
+
 def exit_status(result) -> int:
-    """A command's return value as a process exit status: an int as is; anything else (None, a
-    training state, a metrics dict) is success, as the scripts always were (errors raise)."""
+    """A command's return value as a process exit status: an int as is; a training job's result
+    whose ``state`` is ``"preempted"`` (stopped by SIGTERM, checkpoint written) is
+    :data:`PREEMPTED_EXIT_STATUS` (143); anything else (None, another training state, a metrics
+    dict) is success, as the scripts always were (errors raise)."""
+    if isinstance(result, dict) and result.get("state") == "preempted":
+        return PREEMPTED_EXIT_STATUS
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
