@@ -27,12 +27,11 @@ def draw_examples(model: torch.nn.Module, loader, out_dir: str, num_images: int 
                   top_k: int = 10) -> List[str]:
     """Predict the first ``num_images`` images of ``loader`` (a test loader: ``loader.dataset`` maps
     ``loader.dataset.dataset``) with ``model`` and write ``scene_graph_<image_id>.png`` (image,
-    graph and ranked top-``top_k`` relations) and ``.json`` (:func:`~sgg.engine.predict.graph_to_json`,
+    graph and ranked top-``top_k`` relations) and ``.json`` (:func:`~sgg.structures.graph_json.graph_to_json`,
     top 50 relations) under ``out_dir``. Returns the PNG paths."""
     from sgg.data.datasets.vg150 import load_image
+    from sgg.structures.graph_json import graph_to_json
     from sgg.utils.visualize import draw_scene_graph, save_png
-
-    from .predict import graph_to_json
 
     mapped, dataset = loader.dataset, loader.dataset.dataset
     n = min(int(num_images), len(mapped))

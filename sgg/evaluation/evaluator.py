@@ -85,10 +85,12 @@ class SceneGraphEvaluator:
             raise ValueError(f"{len(groundtruths)} ground truths but {len(predictions)} predictions")
         for gt, pred in zip(groundtruths, predictions):
             image_id = get_field(gt, "image_id", get_field(pred, "image_id", None))
-            self._records.append(make_record(gt, pred, self.mode, self.ks,
-                                             image_id=-1 if image_id is None else image_id,
-                                             num_predicates=self.num_predicates))
+            self._records.append(self._make_record(gt, pred, -1 if image_id is None else image_id))
         self._gathered = None
+
+    def _make_record(self, gt: Any, pred: Any, image_id: int) -> ImageRecord:
+        """The compact record of one image (what is gathered and scored)."""
+        return make_record(gt, pred, self.mode, self.ks, image_id=image_id, num_predicates=self.num_predicates)
 
     def gather_records(self) -> List[ImageRecord]:
         """All ranks' records on rank 0, ordered by image id (other ranks: ``[]``).

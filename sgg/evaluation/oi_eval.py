@@ -67,13 +67,13 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from sgg.structures.iou import box_iou_plus1
 from sgg.utils import comm
-from .evaluator import order_records
+from .evaluator import SceneGraphEvaluator
 from .sgg_eval import (DEFAULT_KS, ImageRecord, check_ks, check_mode, check_not_empty,
                        evaluate_records, get_field, make_record, to_numpy)
 
@@ -445,7 +445,7 @@ def evaluate_oi_relations(groundtruths: Sequence[Any], predictions: Sequence[Any
 # --------------------------------------------------------------------------------------------
 # streaming evaluator
 # --------------------------------------------------------------------------------------------
-class OIEvaluator:
+class OIEvaluator(SceneGraphEvaluator):
     """Open Images metrics of a dataset, one batch at a time; the interface of
     :class:`~sgg.evaluation.SceneGraphEvaluator` (``process``, ``evaluate``, ``reset``,
     ``records``, ``gather_records``, ``save``).
@@ -472,56 +472,21 @@ class OIEvaluator:
                  iou_threshold: float = 0.5, ks: Sequence[int] = DEFAULT_KS,
                  predicate_names: Optional[Sequence[str]] = None,
                  class_names: Union[Sequence[str], int, None] = None):
-        self.mode = check_mode(mode)
-        self.num_predicates = _check_num_predicates(num_predicates)
-        self.iou_threshold = float(iou_threshold)
-        self.ks = check_ks(ks)
+        super().__init__(mode, _check_num_predicates(num_predicates), zeroshot_triplets=zeroshot_triplets,
+                         iou_threshold=iou_threshold, ks=ks, predicate_names=predicate_names,
+                         class_names=class_names)
         if 50 not in self.ks:
             raise ValueError(f"ks must contain 50 (mR@50 is reported), got {self.ks}")
-        self.predicate_names = predicate_names
-        self.class_names = class_names
-        self.zeroshot_triplets = zeroshot_triplets
-        self.reset()
 
-    def reset(self) -> None:
-        self._records: List[OIImageRecord] = []
-        self._gathered: Optional[List[OIImageRecord]] = None
-
-    @property
-    def records(self) -> List[OIImageRecord]:
-        """This rank's records, in arrival order."""
-        return self._records
-
-    def process(self, groundtruths: Any, predictions: Any) -> None:
-        if isinstance(groundtruths, Mapping) or not isinstance(groundtruths, (list, tuple)):
-            groundtruths, predictions = [groundtruths], [predictions]
-        if len(groundtruths) != len(predictions):
-            raise ValueError(f"{len(groundtruths)} ground truths but {len(predictions)} predictions")
-        for gt, pred in zip(groundtruths, predictions):
-            image_id = get_field(gt, "image_id", get_field(pred, "image_id", None))
-            self._records.append(make_oi_record(gt, pred, self.mode, self.num_predicates,
-                                                image_id=-1 if image_id is None else image_id,
-                                                ks=self.ks))
-        self._gathered = None
-
-    def gather_records(self) -> List[OIImageRecord]:
-        """All ranks' records on rank 0, ordered by image id (other ranks: ``[]``).
-        Collective: every rank must call it."""
-        if self._gathered is None:
-            parts = comm.gather(self._records, dst=0)
-            if not comm.is_main_process():
-                self._gathered = []
-                return []
-            self._gathered = order_records([rec for part in parts for rec in part])
-        return self._gathered
+    def _make_record(self, gt: Any, pred: Any, image_id: int) -> OIImageRecord:
+        return make_oi_record(gt, pred, self.mode, self.num_predicates, image_id=image_id, ks=self.ks)
 
     def evaluate(self) -> Dict[str, Any]:
         """Metrics dict on rank 0 (keys in :func:`evaluate_oi_records`), ``{}`` elsewhere."""
         records = self.gather_records()
         if not comm.is_main_process():
             return {}
-        if not records:
-            logger.warning("OI evaluation of no image: the recalls and APs are meaningless")
+        check_not_empty(len(records), "OIEvaluator.evaluate")
         metrics = evaluate_oi_records(records, self.mode, self.num_predicates,
                                       zeroshot_triplets=self.zeroshot_triplets,
                                       iou_threshold=self.iou_threshold, ks=self.ks,
