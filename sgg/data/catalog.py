@@ -11,6 +11,10 @@ Every name resolves to a :class:`DatasetFiles` that also says the dataset's form
 * ``coco_json`` (:mod:`sgg.data.datasets.coco_json`): the folder has
   ``train/_annotations.coco.json`` (and no VG150 h5); ``annotation_file`` is the split's
   ``<split>/_annotations.coco.json``, ``img_dir`` its folder; the VG150 fields are empty;
+* ``oiv6`` (:mod:`sgg.data.datasets.open_images`): the folder has
+  ``annotations/categories_dict.json`` (PySGG's ``openimages/open_image_v6``; the names
+  ``oiv6_{train,val,test}`` map to ``DATA_DIR/openimages/open_image_v6``); ``annotation_file`` is
+  ``annotations/vrd-<split>-anno.json``, ``img_dir`` ``images/``;
 * ``vg150`` otherwise (the SGB names always): ``roidb_file`` / ``dict_file`` / ``image_file`` /
   ``img_dir`` from :mod:`sgg.data.datasets.vg150_files`; ``annotation_file`` is empty.
 
@@ -24,7 +28,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from .datasets import coco_json, vg150_files
+from .datasets import coco_json, open_images, vg150_files
 
 SPLITS = ("train", "val", "test")
 
@@ -35,6 +39,8 @@ _SGB_NAMES = {
     "VG_stanford_filtered_with_attribute": ("vg", VG_LAYOUTS[0]),
     "VG_stanford_filtered": ("vg", VG_LAYOUTS[1]),
 }
+#: PySGG's Open Images V6 dataset name -> its folder under DATA_DIR.
+_OIV6_NAMES = {"oiv6": os.path.join("openimages", "open_image_v6")}
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,8 @@ class DatasetFiles:
     depth_dir: str = ""
     zeroshot_file: str = ""
     format: str = vg150_files.FORMAT
-    #: coco_json: the split's ``<root>/<split>/_annotations.coco.json`` (may be absent for val)
+    #: coco_json: the split's ``<root>/<split>/_annotations.coco.json`` (may be absent for val);
+    #: oiv6: ``<root>/annotations/vrd-<split>-anno.json``
     annotation_file: str = ""
 
     def source_files(self) -> Tuple[str, ...]:
@@ -60,6 +67,8 @@ class DatasetFiles:
         if self.format == coco_json.FORMAT:
             cands = [coco_json.split_file(self.root, s) for s in ("train", "val")]
             return tuple(p for p in cands if os.path.isfile(p))
+        if self.format == open_images.FORMAT:
+            return (open_images.categories_file(self.root), open_images.split_file(self.root, "train"))
         return (self.roidb_file, self.dict_file, self.image_file)
 
 
@@ -93,6 +102,10 @@ def get_dataset_files(name: str, data_dir: str = "") -> DatasetFiles:
         root = os.path.join(data_dir, base)
         if is_coco_json_folder(root):
             return coco_json_files(root, split, name)
+        if is_oiv6_folder(root):
+            return oiv6_files(root, split, name)
+        if base in _OIV6_NAMES and is_oiv6_folder(os.path.join(data_dir, _OIV6_NAMES[base])):
+            return oiv6_files(os.path.join(data_dir, _OIV6_NAMES[base]), split, name)
     if base in _SGB_NAMES:
         folder, (h5, dicts) = _SGB_NAMES[base]
         root = os.path.join(data_dir, folder)
@@ -138,6 +151,22 @@ def coco_json_files(root: str, split: str, name: str = "") -> DatasetFiles:
                         depth_dir=os.path.join(root, vg150_files.DEPTH_DIR),
                         zeroshot_file=os.path.join(root, vg150_files.ZEROSHOT_FILE),
                         format=coco_json.FORMAT, annotation_file=ann)
+
+
+def is_oiv6_folder(root: str) -> bool:
+    """``root`` holds ``annotations/categories_dict.json`` and no VG150 h5 (the oiv6 format)."""
+    if any(os.path.exists(os.path.join(root, h5)) for h5, _ in VG_LAYOUTS):
+        return False
+    return os.path.isfile(open_images.categories_file(root))
+
+
+def oiv6_files(root: str, split: str, name: str = "") -> DatasetFiles:
+    """The :class:`DatasetFiles` of split ``split`` of the Open Images V6 folder ``root``."""
+    return DatasetFiles(name=name or f"{os.path.basename(os.path.normpath(root))}_{split}", split=split,
+                        root=root, img_dir=os.path.join(root, open_images.IMAGE_DIR),
+                        depth_dir=os.path.join(root, vg150_files.DEPTH_DIR),
+                        zeroshot_file=os.path.join(root, vg150_files.ZEROSHOT_FILE),
+                        format=open_images.FORMAT, annotation_file=open_images.split_file(root, split))
 
 
 def find_zeroshot_file(files: DatasetFiles, configured: str = "") -> Optional[str]:

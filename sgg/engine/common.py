@@ -58,7 +58,7 @@ def evaluate_split(cfg, model, name: str, max_images: int = -1, save: bool = Tru
     without images is a ValueError naming it and the cause (raised while building its loader,
     before any inference), never metrics of NaN."""
     from sgg.data.build import build_test_loader
-    from sgg.evaluation import format_report
+    from sgg.evaluation import format_metrics
 
     mode = protocol_from_config(cfg)
     loader = build_test_loader(cfg, name, mode=mode)
@@ -68,7 +68,7 @@ def evaluate_split(cfg, model, name: str, max_images: int = -1, save: bool = Tru
                                  predictions_file=os.path.join(out_dir, "predictions.npz") if save else None)
     if comm.is_main_process() and metrics:
         metrics["mode"] = mode
-        logger.info("%s (%s):%s", name, mode, format_report(metrics))
+        logger.info("%s (%s):%s", name, mode, format_metrics(metrics))
         if save:
             paths = save_metrics(metrics, out_dir, "relation_metrics", predicate_frequency)
             paths["predictions"] = os.path.join(out_dir, "predictions.npz")

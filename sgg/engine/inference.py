@@ -16,10 +16,12 @@ logger = logging.getLogger(__name__)
 
 def build_relation_evaluator(cfg, dataset, mode: str):
     """A :class:`~sgg.evaluation.SceneGraphEvaluator` for ``dataset`` (predicate names, zero-shot
-    triplets from DATASETS.ZEROSHOT_FILE or the dataset folder, IoU threshold, K, box AP)."""
+    triplets from DATASETS.ZEROSHOT_FILE or the dataset folder, IoU threshold, K, box AP); an
+    :class:`~sgg.evaluation.OIEvaluator` (same arguments) when the dataset's class says
+    ``evaluator_kind = "oi"`` (the Open Images format)."""
     from sgg.data.catalog import find_zeroshot_file, get_dataset_files
     from sgg.data.datasets import load_zeroshot_triplets
-    from sgg.evaluation import SceneGraphEvaluator
+    from sgg.evaluation import OIEvaluator, SceneGraphEvaluator
 
     zeroshot = None
     name = getattr(dataset, "name", None)
@@ -28,10 +30,11 @@ def build_relation_evaluator(cfg, dataset, mode: str):
         zs_file = find_zeroshot_file(get_dataset_files(name, cfg.DATASETS.DATA_DIR)) or ""
     if zs_file:
         zeroshot = load_zeroshot_triplets(zs_file)
-    return SceneGraphEvaluator(mode, dataset.num_predicates - 1, zeroshot_triplets=zeroshot,
-                               iou_threshold=cfg.TEST.RELATION.IOU_THRESHOLD, ks=cfg.TEST.TOP_K,
-                               predicate_names=dataset.ind_to_predicates[1:],
-                               class_names=dataset.ind_to_classes)
+    evaluator_cls = OIEvaluator if getattr(dataset, "evaluator_kind", "") == "oi" else SceneGraphEvaluator
+    return evaluator_cls(mode, dataset.num_predicates - 1, zeroshot_triplets=zeroshot,
+                         iou_threshold=cfg.TEST.RELATION.IOU_THRESHOLD, ks=cfg.TEST.TOP_K,
+                         predicate_names=dataset.ind_to_predicates[1:],
+                         class_names=dataset.ind_to_classes)
 
 
 def relation_inference(model: torch.nn.Module, data_loader, evaluator, dtype: str = "float32",

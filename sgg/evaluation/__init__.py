@@ -16,8 +16,8 @@ from .io import (PredictionsFile, PredictionsFileError, evaluate_predictions_fil
                  load_predictions, save_predictions)
 from .oi_eval import (OIEvaluator, OIImageRecord, evaluate_oi_records, evaluate_oi_relations,
                       format_oi_report, make_oi_record)
-from .report import (format_report, format_summary_table, plot_per_predicate_recall,
-                     predicate_order,
+from .report import (format_metrics, format_report, format_summary_table, is_oi_metrics,
+                     plot_per_predicate_recall, predicate_order,
                      write_json, write_report)
 from .sgbench import (SgbenchFileError, evaluate_sgbench_predictions, export_sgbench,
                       load_sgbench_predictions)
@@ -28,8 +28,8 @@ from .sgg_eval import (DEFAULT_KS, MODES, NG_TOPK, ImageRecord, box_iou_plus1, e
 __all__ = [
     "DEFAULT_KS", "MODES", "NG_TOPK", "ImageRecord", "PredictionsFile", "PredictionsFileError",
     "SceneGraphEvaluator", "box_iou_plus1", "coco_box_ap", "evaluate_detection",
-    "evaluate_predictions_file", "evaluate_records", "evaluate_relations", "format_report",
-    "format_summary_table", "load_predictions", "make_record", "metric_keys", "order_records",
+    "evaluate_predictions_file", "evaluate_records", "evaluate_relations", "format_metrics", "format_report",
+    "format_summary_table", "is_oi_metrics", "load_predictions", "make_record", "metric_keys", "order_records",
     "plot_per_predicate_recall", "predicate_order", "records_box_ap", "save_predictions", "stable_topk_desc",
     "write_json", "write_report", "zeroshot_mask",
     "OIEvaluator", "OIImageRecord", "evaluate_oi_records", "evaluate_oi_relations", "format_oi_report",

@@ -74,6 +74,21 @@ def format_report(metrics: Mapping[str, Any], mode: Optional[str] = None,
     return "\n".join(out) + "\n"
 
 
+def is_oi_metrics(metrics: Mapping[str, Any]) -> bool:
+    """Whether ``metrics`` is an :class:`~sgg.evaluation.OIEvaluator` result (it has ``wmAP_rel``)."""
+    return "wmAP_rel" in metrics
+
+
+def format_metrics(metrics: Mapping[str, Any], predicate_names: Optional[Sequence[str]] = None) -> str:
+    """The log block of a metrics dict: :func:`~sgg.evaluation.format_oi_report` for Open Images
+    metrics, :func:`format_report` (SGB's table) otherwise."""
+    if is_oi_metrics(metrics):
+        from .oi_eval import format_oi_report
+
+        return format_oi_report(metrics, predicate_names=predicate_names)
+    return format_report(metrics, predicate_names=predicate_names)
+
+
 def format_summary_table(metrics: Mapping[str, Any]) -> str:
     """Compact table in percentages with two decimals: one row per metric family, one column
     per K."""
@@ -172,13 +187,14 @@ def plot_per_predicate_recall(metrics: Mapping[str, Any], path: str,
 def write_report(metrics: Mapping[str, Any], output_dir: str, name: str = "relation_metrics",
                  predicate_frequency: Optional[Sequence[float]] = None,
                  predicate_names: Optional[Sequence[str]] = None) -> Dict[str, str]:
-    """Write ``<name>.txt`` (SGB table + summary), ``<name>.json`` and ``<name>_per_predicate.png``
-    under ``output_dir``; returns their paths."""
+    """Write ``<name>.txt`` (SGB table + summary; PySGG's Open Images block for OI metrics),
+    ``<name>.json`` and ``<name>_per_predicate.png`` under ``output_dir``; returns their paths."""
     os.makedirs(output_dir, exist_ok=True)
     txt = os.path.join(output_dir, f"{name}.txt")
     with open(txt, "w") as f:
-        f.write(format_report(metrics, predicate_names=predicate_names))
-        f.write(format_summary_table(metrics))
+        f.write(format_metrics(metrics, predicate_names=predicate_names))
+        if not is_oi_metrics(metrics):
+            f.write(format_summary_table(metrics))
     paths = {"text": txt, "json": write_json(metrics, os.path.join(output_dir, f"{name}.json"))}
     if any(k.startswith("per_predicate_R@") for k in metrics):
         paths["plot"] = plot_per_predicate_recall(

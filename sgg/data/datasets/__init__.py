@@ -2,7 +2,8 @@
 
 One module per format, registered in :data:`DATASET_FORMAT_REGISTRY` under its format name:
 ``vg150`` (:mod:`.vg150`, the Scene-Graph-Benchmark h5 + json files of :mod:`.vg150_files`),
-``coco_json`` (:mod:`.coco_json`, COCO-style scene-graph JSON, one file per split).
+``coco_json`` (:mod:`.coco_json`, COCO-style scene-graph JSON, one file per split),
+``oiv6`` (:mod:`.open_images`, PySGG's Open Images V6 files).
 """
 from .registry import DATASET_FORMAT_REGISTRY
 from .vg150 import (
@@ -16,6 +17,7 @@ from .vg150 import (
     load_zeroshot_triplets,
 )
 from .coco_json import CocoJsonDataset  # noqa: E402  (registers "coco_json")
+from .open_images import OpenImagesDataset  # noqa: E402  (registers "oiv6")
 
 
 def dataset_class_names(files):
@@ -35,6 +37,7 @@ __all__ = [
     "dataset_class_names",
     "CORRUPTED_IMAGE_IDS",
     "DATASET_FORMAT_REGISTRY",
+    "OpenImagesDataset",
     "VG150Dataset",
     "compute_zeroshot_triplets",
     "load_depth",
