@@ -57,7 +57,7 @@ from sgg.structures.iou import pairwise_iou_plus1
 
 from . import vg150_files
 from .registry import DATASET_FORMAT_REGISTRY
-from .vg150 import check_on_disk, dedup_relations, find_depth_files, triplets_of
+from .image_list import ImageListDataset
 
 logger = logging.getLogger(__name__)
 
@@ -411,7 +411,7 @@ def parse_split(path: str) -> ParsedSplit:
 # The dataset
 # ----------------------------------------------------------------------------------------------
 @DATASET_FORMAT_REGISTRY.register(name=FORMAT)
-class CocoJsonDataset:
+class CocoJsonDataset(ImageListDataset):
     """One split of a COCO scene-graph JSON folder as plain dataset dicts (the same API as
     :class:`~sgg.data.datasets.vg150.VG150Dataset`; rules in the module docstring).
 
@@ -485,81 +485,14 @@ class CocoJsonDataset:
             b[:, 0::2] = np.clip(b[:, 0::2], 0, w)
             b[:, 1::2] = np.clip(b[:, 1::2], 0, h)
             self.gt_boxes.append(b)
-        self.filenames = [os.path.join(self.img_dir, info["file_name"]) for info in self.img_info]
-        self._depth_files: Optional[List[str]] = None
-        if depth_dir is not None:
-            if not os.path.isdir(depth_dir):
-                raise FileNotFoundError(f"{depth_dir}: depth folder not found: write the depth maps "
-                                        f"({{image_id}}.png / .npy) there, or turn INPUT.LOAD_DEPTH off")
-            self._depth_files = find_depth_files(depth_dir, [info["image_id"] for info in self.img_info])
-        if check_images:
-            check_on_disk(self.filenames, self.img_dir, "images")
-            if self._depth_files is not None:
-                check_on_disk(self._depth_files, depth_dir, "depth maps")
+        self._attach_files(depth_dir, check_images)
         logger.info("coco_json %s: %d images from '%s'", split, len(self), self.annotation_file)
-
-    @classmethod
-    def from_files(cls, files, **kwargs) -> "CocoJsonDataset":
-        """The split ``files`` (a :class:`sgg.data.catalog.DatasetFiles` of format coco_json) names."""
-        ds = cls(root=files.root, split=files.split, **kwargs)
-        ds.files = files
-        return ds
 
     @staticmethod
     def class_names(files) -> Tuple[List[str], List[str]]:
         """(classes, predicates) with background first, from the train file of ``files.root``."""
         p = parse_split(split_file(files.root, "train"))
         return p.classes, p.predicates
-
-    # ------------------------------------------------------------------ API (as VG150Dataset)
-    @property
-    def num_classes(self) -> int:
-        return len(self.ind_to_classes)
-
-    @property
-    def num_predicates(self) -> int:
-        return len(self.ind_to_predicates)
-
-    @property
-    def num_attributes(self) -> int:
-        return 0
-
-    @property
-    def categories(self) -> Dict[int, str]:
-        return dict(enumerate(self.ind_to_classes))
-
-    def __len__(self) -> int:
-        return len(self.filenames)
-
-    def get_img_info(self, i: int) -> dict:
-        return self.img_info[i]
-
-    def __getitem__(self, i: int) -> dict:
-        """Dataset dict (``DESIGN.md``): boxes float32 xyxy clamped to [0, W] x [0, H]."""
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} images")
-        info = self.img_info[i]
-        rels = self.relationships[i]
-        if self.filter_duplicate_rels:
-            rels = dedup_relations(rels, self.rng)
-        d = {"file_name": self.filenames[i], "image_id": int(info["image_id"]), "height": int(info["height"]),
-             "width": int(info["width"]), "boxes": self.gt_boxes[i].copy(), "labels": self.gt_classes[i].copy(),
-             "relations": rels.astype(np.int64, copy=True)}
-        if self._depth_files is not None:
-            d["depth_file"] = self._depth_files[i]
-        return d
-
-    def get_groundtruth(self, i: int) -> dict:
-        """Evaluation GT: every relation row (duplicate pairs kept), boxes as ``__getitem__``."""
-        info = self.img_info[i]
-        return {"image_id": int(info["image_id"]), "width": int(info["width"]), "height": int(info["height"]),
-                "boxes": self.gt_boxes[i].copy(), "labels": self.gt_classes[i].copy(),
-                "relations": self.relationships[i].astype(np.int64, copy=True)}
-
-    def get_triplets(self) -> np.ndarray:
-        return triplets_of(self.gt_classes, self.relationships)
 
     def empty_reason(self, num_val_key: str = "DATASETS.NUM_VAL_IMAGES") -> Optional[Tuple[str, str]]:
         """``(reason, fix)`` when the split selected no image, else None."""
