@@ -14,7 +14,7 @@ from ..postprocess import class_aware_nms_labels_batched
 
 __all__ = ["BatchNorm1dAnySize", "box_position_embedding", "check_word_vectors", "class_names",
            "encode_box_info", "fill_context_embeddings", "gt_label_logits", "layer_init", "nms_object_labels",
-           "object_class_distribution"]
+           "object_class_distribution", "union_up_projection"]
 
 
 def encode_box_info(boxes: Sequence[torch.Tensor], image_sizes: Sequence[Tuple[int, int]]) -> torch.Tensor:
@@ -40,6 +40,16 @@ def layer_init(layer: nn.Linear, init_para: float = 0.1, normal: bool = False) -
     else:
         nn.init.xavier_normal_(layer.weight, gain=1.0)
     nn.init.zeros_(layer.bias)
+
+
+def union_up_projection(use_vision: bool, union_dim: int, pooling_dim: int) -> Optional[nn.Linear]:
+    """SGB's ``up_dim``: a Xavier-initialised Linear from the union feature width to the pooling
+    width when the union features are used and the widths differ, else None."""
+    if not use_vision or union_dim == pooling_dim:
+        return None
+    layer = nn.Linear(union_dim, pooling_dim)
+    layer_init(layer)
+    return layer
 
 
 class BatchNorm1dAnySize(nn.BatchNorm1d):

@@ -71,7 +71,7 @@ from torch import nn
 from sgg.protocol import check_mode
 from sgg.structures import Instances
 
-from .common import class_names, gt_label_logits, layer_init
+from .common import class_names, gt_label_logits, union_up_projection
 from . import RELATION_PREDICTOR_REGISTRY, PredictorOutput
 
 __all__ = ["IMPPredictor", "IMPContext", "make_fc"]
@@ -189,11 +189,7 @@ class IMPPredictor(nn.Module):
         self.pooling_dim = edge_dim
         self.context_layer = IMPContext(num_obj_classes, num_rel_classes, in_channels, edge_dim,
                                         hidden_dim=hidden_dim, num_iter=num_iter, mode=mode)
-        if union_dim != edge_dim:
-            self.up_dim = nn.Linear(union_dim, edge_dim)
-            layer_init(self.up_dim)
-        else:
-            self.up_dim = None
+        self.up_dim = union_up_projection(True, union_dim, edge_dim)
 
     @classmethod
     def from_config(cls, cfg, *, in_channels: int, num_obj_classes: int, num_rel_classes: int, mode: str,

@@ -43,7 +43,7 @@ from sgg.structures import Instances
 from ..freq_bias import FrequencyBias
 from ..word_vectors import random_word_vectors
 from .common import (box_position_embedding, check_word_vectors, class_names, encode_box_info, fill_context_embeddings,
-                     gt_label_logits, layer_init, nms_object_labels, object_class_distribution)
+                     gt_label_logits, layer_init, nms_object_labels, object_class_distribution, union_up_projection)
 from . import RELATION_PREDICTOR_REGISTRY, PredictorOutput
 
 logger = logging.getLogger(__name__)
@@ -321,12 +321,8 @@ class MotifPredictor(nn.Module):
         layer_init(self.post_emb, 10.0 * (1.0 / hidden_dim) ** 0.5, normal=True)
         layer_init(self.post_cat)
         layer_init(self.rel_compress)
-        union_dim = in_channels if union_dim is None else union_dim
-        if self.use_vision and union_dim != pooling_dim:
-            self.up_dim = nn.Linear(union_dim, pooling_dim)
-            layer_init(self.up_dim)
-        else:
-            self.up_dim = None
+        self.up_dim = union_up_projection(self.use_vision, in_channels if union_dim is None else union_dim,
+                                          pooling_dim)
         self.freq_bias = FrequencyBias(num_obj_classes, num_rel_classes, pred_dist) if self.use_bias else None
 
     def _check_word_vectors(self, vectors: torch.Tensor, embed_dim: int) -> None:

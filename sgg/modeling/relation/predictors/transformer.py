@@ -87,7 +87,7 @@ from sgg.structures import Instances
 from ..freq_bias import FrequencyBias
 from ..word_vectors import random_word_vectors
 from .common import (check_word_vectors, class_names, encode_box_info, gt_label_logits, layer_init, nms_object_labels,
-                     object_class_distribution)
+                     object_class_distribution, union_up_projection)
 from . import RELATION_PREDICTOR_REGISTRY, PredictorOutput
 
 logger = logging.getLogger(__name__)
@@ -334,12 +334,8 @@ class TransformerPredictor(nn.Module):
         layer_init(self.rel_compress)
         layer_init(self.ctx_compress)
         layer_init(self.post_cat)
-        union_dim = in_channels if union_dim is None else union_dim
-        if self.use_vision and union_dim != pooling_dim:
-            self.up_dim = nn.Linear(union_dim, pooling_dim)
-            layer_init(self.up_dim)
-        else:
-            self.up_dim = None
+        self.up_dim = union_up_projection(self.use_vision, in_channels if union_dim is None else union_dim,
+                                          pooling_dim)
         self.freq_bias = FrequencyBias(num_obj_classes, num_rel_classes, pred_dist) if self.use_bias else None
 
     def _check_word_vectors(self, vectors: torch.Tensor, embed_dim: int) -> None:
