@@ -305,6 +305,10 @@ _C.MODEL.ROI_RELATION_HEAD.TRANSFORMER.INNER_DIM = 2048
 # or "paper" (sigmoid(vision) x P(related | classes), the paper's form); sgg.modeling.relation.predictors.vctree.
 _C.MODEL.ROI_RELATION_HEAD.VCTREE = CN()
 _C.MODEL.ROI_RELATION_HEAD.VCTREE.TREE_SCORE = "sgb"
+# PENetPredictor: the reference hard-codes the width of its semantic space (mlp_dim 2048; vis2sem and
+# project_head are 2x that). 0 = the reference's 2048; a smaller value makes a CPU-sized PE-Net.
+_C.MODEL.ROI_RELATION_HEAD.PENET = CN()
+_C.MODEL.ROI_RELATION_HEAD.PENET.MLP_DIM = 0
 # CausalAnalysisPredictor (SGB's MODEL.ROI_RELATION_HEAD.CAUSAL): context layer motifs | vctree |
 # vtranse, fusion sum | gate, test-time effect none | TDE | NIE | TE.
 _C.MODEL.ROI_RELATION_HEAD.CAUSAL = CN()

@@ -181,6 +181,13 @@ def test_from_config_uses_the_reference_sizes(mode):
         pred = PENetPredictor.from_config(cfg, in_channels=4096, union_dim=4096, num_obj_classes=151,
                                           num_rel_classes=51, mode=mode, rel_classes=names)
     assert pred.word_vector_specs()["rel"] == (names, 300)
+    # PENET.MLP_DIM (0 = the reference's 2048) sets M; vis2sem / project_head follow as 2M
+    cfg.MODEL.ROI_RELATION_HEAD.PENET.MLP_DIM = 256
+    with torch.device("meta"):
+        pred = PENetPredictor.from_config(cfg, in_channels=4096, union_dim=4096, num_obj_classes=151,
+                                          num_rel_classes=51, mode=mode)
+    assert (pred.mlp_dim, pred.vis2sem_dim, pred.proj_dim) == (256, 512, 512)
+    assert _count(pred) == _param_count(mode, 4096, 4096, 512, 256, 300, 512, 512, 151, 51)
 
 
 # ---------------------------------------------------------------------------------------- losses

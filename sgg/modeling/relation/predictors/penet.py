@@ -332,15 +332,16 @@ class PENetPredictor(nn.Module):
                     union_dim: Optional[int] = None, obj_classes: Optional[Sequence[str]] = None,
                     pred_dist=None, word_vectors: Optional[torch.Tensor] = None,
                     rel_classes: Optional[Sequence[str]] = None) -> "PENetPredictor":
-        """``CONTEXT_HIDDEN_DIM`` (object branch) and ``LATER_NMS_PREDICTION_THRES``; the sizes the
-        reference hard-codes come from :attr:`REFERENCE_SIZES` (mlp 2048, GloVe 300, dropout 0.2;
-        vis2sem / project_head 2 * mlp). ``pred_dist`` is unused (PE-Net has no frequency bias;
+        """``CONTEXT_HIDDEN_DIM`` (object branch), ``PENET.MLP_DIM`` (0: the reference's) and
+        ``LATER_NMS_PREDICTION_THRES``; the sizes the reference hard-codes come from
+        :attr:`REFERENCE_SIZES` (mlp 2048, GloVe 300, dropout 0.2; vis2sem / project_head 2 * mlp). ``pred_dist`` is unused (PE-Net has no frequency bias;
         ``PREDICT_USE_BIAS`` / ``PREDICT_USE_VISION`` are ignored as in the reference)."""
         rh = cfg.MODEL.ROI_RELATION_HEAD
         sizes = cls.REFERENCE_SIZES
         return cls(
             num_obj_classes=num_obj_classes, num_rel_classes=num_rel_classes, in_channels=in_channels,
-            union_dim=union_dim, hidden_dim=rh.CONTEXT_HIDDEN_DIM, mlp_dim=int(sizes["mlp_dim"]),
+            union_dim=union_dim, hidden_dim=rh.CONTEXT_HIDDEN_DIM,
+            mlp_dim=int(rh.PENET.MLP_DIM) if rh.PENET.MLP_DIM > 0 else int(sizes["mlp_dim"]),
             embed_dim=int(sizes["embed_dim"]), dropout_rate=float(sizes["dropout_rate"]),
             obj_classes=obj_classes, rel_classes=rel_classes, word_vectors=word_vectors, mode=mode,
             later_nms_thresh=cfg.TEST.RELATION.LATER_NMS_PREDICTION_THRES,
