@@ -1,4 +1,4 @@
-"""Check a dataset (VG150 or coco_json) before a long run: every problem at once, with the file, the
+"""Check a dataset (VG150, coco_json, oiv6, gqa200 or psg) before a long run: every problem at once, with the file, the
 row / image id and the fix. Exit code 1 when there is any error, 0 otherwise (warnings, such as images
 without relations, do not fail).
 
@@ -17,7 +17,9 @@ taking every train image), every image of the selected splits (present, decodabl
 image_data.json says; --no-images skips this slow part) and, with --depth or INPUT.LOAD_DEPTH, the
 depth maps. A coco_json folder (<folder>/{train,val,test}/_annotations.coco.json): the reader's own
 checks on each selected split's file (dangling / undeclared / duplicate ids, boxes outside the image,
-...; each problem as `file: id: message: fix`), non-empty splits, the image files.
+...; each problem as `file: id: message: fix`), non-empty splits, the image files. An Open Images
+V6, GQA200 or PSG folder: each selected split built by its reader (the first problem of each file as
+`file: where: message: fix`), non-empty splits, the image files.
 """
 from __future__ import annotations
 
@@ -26,8 +28,7 @@ import os
 import sys
 from typing import Dict, List, Tuple
 
-from sgg.data.catalog import (VG_LAYOUTS, DatasetFiles, coco_json_files, get_dataset_files, is_coco_json_folder,
-                              split_name)
+from sgg.data.catalog import VG_LAYOUTS, DatasetFiles, folder_dataset_files, folder_format, get_dataset_files, split_name
 from sgg.data.validate import SPLITS, validate_dataset
 
 
@@ -69,8 +70,9 @@ def _folder_files(data_dir: str, name: str) -> DatasetFiles:
             base = name
         return get_dataset_files(f"{base}_train", data_dir)
     root = data_dir
-    if is_coco_json_folder(root):
-        return coco_json_files(root, "train")
+    fmt = folder_format(root)
+    if fmt is not None:
+        return folder_dataset_files(fmt, root, "train")
     h5, dicts = VG_LAYOUTS[0]
     for cand_h5, cand_dicts in VG_LAYOUTS:
         if os.path.exists(os.path.join(root, cand_h5)):

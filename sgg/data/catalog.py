@@ -6,17 +6,21 @@ Names are SGB's for Visual Genome (``VG_stanford_filtered_with_attribute_{train,
 SynthVG datasets ``synthvg_tiny_train`` -> ``DATA_DIR/synthvg_tiny``.
 
 Every name resolves to a :class:`DatasetFiles` that also says the dataset's format (the key of
-``sgg.data.datasets.DATASET_FORMAT_REGISTRY``), decided by what the folder holds:
+``sgg.data.datasets.DATASET_FORMAT_REGISTRY``), decided by what the folder holds. The one-folder
+formats of :data:`FOLDER_FORMATS` each say how to recognise their folder (``is_folder``), where a
+split's annotation file and images are (``folder_files``), which files stamp a statistics cache
+(``source_files``) and which dataset names map to a fixed folder under DATA_DIR
+(``NAMED_FOLDERS``):
 
-* ``coco_json`` (:mod:`sgg.data.datasets.coco_json`): the folder has
-  ``train/_annotations.coco.json`` (and no VG150 h5); ``annotation_file`` is the split's
-  ``<split>/_annotations.coco.json``, ``img_dir`` its folder; the VG150 fields are empty;
-* ``oiv6`` (:mod:`sgg.data.datasets.open_images`): the folder has
-  ``annotations/categories_dict.json`` (PySGG's ``openimages/open_image_v6``; the names
-  ``oiv6_{train,val,test}`` map to ``DATA_DIR/openimages/open_image_v6``); ``annotation_file`` is
-  ``annotations/vrd-<split>-anno.json``, ``img_dir`` ``images/``;
-* ``vg150`` otherwise (the SGB names always): ``roidb_file`` / ``dict_file`` / ``image_file`` /
-  ``img_dir`` from :mod:`sgg.data.datasets.vg150_files`; ``annotation_file`` is empty.
+* ``coco_json`` (:mod:`sgg.data.datasets.coco_json`): ``<root>/train/_annotations.coco.json``;
+* ``oiv6`` (:mod:`sgg.data.datasets.open_images`): ``<root>/annotations/categories_dict.json``
+  (PySGG's names ``oiv6_{train,val,test}`` -> ``DATA_DIR/openimages/open_image_v6``);
+* ``gqa200`` (:mod:`sgg.data.datasets.gqa`): ``<root>/GQA_200_ID_Info.json`` (SHA-GCL's names
+  ``GQA_200_{train,val,test}`` -> ``DATA_DIR/gqa``);
+* ``psg`` (:mod:`sgg.data.datasets.psg`): ``<root>/psg.json`` (``psg_{split}`` -> ``DATA_DIR/psg``);
+* ``vg150`` otherwise (the SGB names always, and any folder with a VG150 h5): ``roidb_file`` /
+  ``dict_file`` / ``image_file`` / ``img_dir`` from :mod:`sgg.data.datasets.vg150_files`;
+  ``annotation_file`` is empty.
 
 Every format has ``root``, ``depth_dir`` (``root/depth``) and ``zeroshot_file``
 (``root/zeroshot_triplet.pytorch``); :meth:`DatasetFiles.source_files` lists the annotation files
@@ -28,7 +32,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from .datasets import coco_json, open_images, vg150_files
+from .datasets import coco_json, gqa, open_images, psg, vg150_files
 
 SPLITS = ("train", "val", "test")
 
@@ -39,8 +43,9 @@ _SGB_NAMES = {
     "VG_stanford_filtered_with_attribute": ("vg", VG_LAYOUTS[0]),
     "VG_stanford_filtered": ("vg", VG_LAYOUTS[1]),
 }
-#: PySGG's Open Images V6 dataset name -> its folder under DATA_DIR.
-_OIV6_NAMES = {"oiv6": os.path.join("openimages", "open_image_v6")}
+#: The one-folder formats, tried in this order on a folder without a VG150 h5 (module docstring).
+FOLDER_FORMATS = (coco_json, open_images, gqa, psg)
+_FOLDER_FORMAT = {m.FORMAT: m for m in FOLDER_FORMATS}
 
 
 @dataclass(frozen=True)
@@ -62,13 +67,9 @@ class DatasetFiles:
     annotation_file: str = ""
 
     def source_files(self) -> Tuple[str, ...]:
-        """The annotation files the dataset's content comes from (existing ones only for
-        coco_json: the train file and, when present, the val file)."""
-        if self.format == coco_json.FORMAT:
-            cands = [coco_json.split_file(self.root, s) for s in ("train", "val")]
-            return tuple(p for p in cands if os.path.isfile(p))
-        if self.format == open_images.FORMAT:
-            return (open_images.categories_file(self.root), open_images.split_file(self.root, "train"))
+        """The annotation files the dataset's content comes from (the format's ``source_files``)."""
+        if self.format in _FOLDER_FORMAT:
+            return tuple(_FOLDER_FORMAT[self.format].source_files(self.root))
         return (self.roidb_file, self.dict_file, self.image_file)
 
 
@@ -100,12 +101,13 @@ def get_dataset_files(name: str, data_dir: str = "") -> DatasetFiles:
     base, split = split_name(name)
     if base not in _SGB_NAMES:
         root = os.path.join(data_dir, base)
-        if is_coco_json_folder(root):
-            return coco_json_files(root, split, name)
-        if is_oiv6_folder(root):
-            return oiv6_files(root, split, name)
-        if base in _OIV6_NAMES and is_oiv6_folder(os.path.join(data_dir, _OIV6_NAMES[base])):
-            return oiv6_files(os.path.join(data_dir, _OIV6_NAMES[base]), split, name)
+        fmt = folder_format(root)
+        if fmt is not None:
+            return folder_dataset_files(fmt, root, split, name)
+        for fmt in FOLDER_FORMATS:
+            sub = fmt.NAMED_FOLDERS.get(base)
+            if sub and folder_format(os.path.join(data_dir, sub)) is fmt:
+                return folder_dataset_files(fmt, os.path.join(data_dir, sub), split, name)
     if base in _SGB_NAMES:
         folder, (h5, dicts) = _SGB_NAMES[base]
         root = os.path.join(data_dir, folder)
@@ -136,37 +138,47 @@ def get_dataset_files(name: str, data_dir: str = "") -> DatasetFiles:
     )
 
 
+def has_vg150_h5(root: str) -> bool:
+    return any(os.path.exists(os.path.join(root, h5)) for h5, _ in VG_LAYOUTS)
+
+
+def folder_format(root: str):
+    """The module of :data:`FOLDER_FORMATS` whose folder ``root`` is (None: none, or ``root`` holds a
+    VG150 h5)."""
+    if not os.path.isdir(root) or has_vg150_h5(root):
+        return None
+    return next((fmt for fmt in FOLDER_FORMATS if fmt.is_folder(root)), None)
+
+
+def folder_dataset_files(fmt, root: str, split: str, name: str = "") -> DatasetFiles:
+    """The :class:`DatasetFiles` of split ``split`` of the folder ``root`` of format ``fmt`` (a
+    module of :data:`FOLDER_FORMATS` or its ``FORMAT`` name)."""
+    fmt = _FOLDER_FORMAT[fmt] if isinstance(fmt, str) else fmt
+    ann, img_dir = fmt.folder_files(root, split)
+    return DatasetFiles(name=name or f"{os.path.basename(os.path.normpath(root))}_{split}", split=split,
+                        root=root, img_dir=img_dir, depth_dir=os.path.join(root, vg150_files.DEPTH_DIR),
+                        zeroshot_file=os.path.join(root, vg150_files.ZEROSHOT_FILE), format=fmt.FORMAT,
+                        annotation_file=ann)
+
+
 def is_coco_json_folder(root: str) -> bool:
     """``root`` holds ``train/_annotations.coco.json`` and no VG150 h5 (the coco_json format)."""
-    if any(os.path.exists(os.path.join(root, h5)) for h5, _ in VG_LAYOUTS):
-        return False
-    return os.path.isfile(coco_json.split_file(root, "train"))
+    return folder_format(root) is coco_json
 
 
 def coco_json_files(root: str, split: str, name: str = "") -> DatasetFiles:
     """The :class:`DatasetFiles` of split ``split`` of the coco_json folder ``root``."""
-    ann = coco_json.split_file(root, split)
-    return DatasetFiles(name=name or f"{os.path.basename(os.path.normpath(root))}_{split}", split=split,
-                        root=root, img_dir=os.path.dirname(ann),
-                        depth_dir=os.path.join(root, vg150_files.DEPTH_DIR),
-                        zeroshot_file=os.path.join(root, vg150_files.ZEROSHOT_FILE),
-                        format=coco_json.FORMAT, annotation_file=ann)
+    return folder_dataset_files(coco_json, root, split, name)
 
 
 def is_oiv6_folder(root: str) -> bool:
     """``root`` holds ``annotations/categories_dict.json`` and no VG150 h5 (the oiv6 format)."""
-    if any(os.path.exists(os.path.join(root, h5)) for h5, _ in VG_LAYOUTS):
-        return False
-    return os.path.isfile(open_images.categories_file(root))
+    return folder_format(root) is open_images
 
 
 def oiv6_files(root: str, split: str, name: str = "") -> DatasetFiles:
     """The :class:`DatasetFiles` of split ``split`` of the Open Images V6 folder ``root``."""
-    return DatasetFiles(name=name or f"{os.path.basename(os.path.normpath(root))}_{split}", split=split,
-                        root=root, img_dir=os.path.join(root, open_images.IMAGE_DIR),
-                        depth_dir=os.path.join(root, vg150_files.DEPTH_DIR),
-                        zeroshot_file=os.path.join(root, vg150_files.ZEROSHOT_FILE),
-                        format=open_images.FORMAT, annotation_file=open_images.split_file(root, split))
+    return folder_dataset_files(open_images, root, split, name)
 
 
 def find_zeroshot_file(files: DatasetFiles, configured: str = "") -> Optional[str]:

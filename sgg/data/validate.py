@@ -45,6 +45,11 @@ A coco_json folder (:mod:`sgg.data.datasets.coco_json`) is checked by the reader
 (:func:`~sgg.data.datasets.coco_json.check_split`: one rule set, every problem listed as
 ``file: id: message: fix``) for the files of the selected splits, then each split must load >= 1
 image, then its image files are decoded and their sizes compared as for VG150.
+
+The other formats (``oiv6``, ``gqa200``, ``psg``) are checked by building each selected split with
+the format's reader, which checks every record as it parses and stops at the first problem of a
+file: that problem is the report's error for the file (``file: where: message: fix``); then empty
+splits and the image files as above.
 """
 from __future__ import annotations
 
@@ -775,6 +780,10 @@ def validate_dataset(files: Any, check_images: bool = True, depth_dir: Optional[
         root = files["root"] if isinstance(files, Mapping) else files.root
         return _validate_coco_json(root, check_images, depth_dir, max_images, tuple(splits), int(num_val_im),
                                    workers, progress, max_per_kind)
+    if fmt not in (None, vg150_files.FORMAT):
+        root = files["root"] if isinstance(files, Mapping) else files.root
+        return _validate_by_loading(fmt, root, check_images, max_images, tuple(splits), int(num_val_im), workers,
+                                    progress)
     f = _as_files(files)
     if depth_dir is not None:
         f["depth_dir"] = str(depth_dir)
@@ -959,4 +968,77 @@ def _validate_coco_json(root: str, check_images: bool, depth_dir: Optional[str],
             if res is not None:
                 report.add("error", res[0], path, "", res[1].replace("image_data.json", "the json"),
                            _IMAGE_FIX[res[0]].replace("image_data.json", f"the split's {coco_json.ANNOTATION_FILE}"))
+    return report
+
+
+def _format_error_problem(report: ValidationReport, e: Exception, split: str) -> None:
+    """One problem from a format reader's exception (``file: where: message: fix`` errors carry
+    ``file`` / ``where``; a missing file is a FileNotFoundError naming it)."""
+    text = str(e)
+    file, where = getattr(e, "file", ""), getattr(e, "where", "")
+    if file and hasattr(e, "message") and hasattr(e, "fix"):
+        report.add("error", "bad annotation", file, where + ":", e.message, e.fix)
+        return
+    if file and text.startswith(f"{file}: {where}: "):
+        rest = text[len(f"{file}: {where}: "):]
+        message, _, fix = rest.rpartition(": ") if ": " in rest else (rest, "", "see the message")
+        report.add("error", "bad annotation", file, where + ":", message, fix)
+        return
+    head, _, rest = text.partition(": ")
+    message, _, fix = rest.partition(". Fix: ")
+    kind = "missing file" if isinstance(e, FileNotFoundError) else "unreadable file"
+    report.add("error", kind, head, f"{split} split:", message, fix or "see the message")
+
+
+def _validate_by_loading(fmt: str, root: str, check_images: bool, max_images: Optional[int],
+                         splits: Sequence[str], num_val_im: int, workers: Optional[int],
+                         progress: bool) -> ValidationReport:
+    """:func:`validate_dataset` of a format whose reader checks its files as it parses them (oiv6,
+    gqa200, psg): each split is built by the format's class (its first problem per file becomes the
+    report's error, ``file: where: message: fix``), empty splits are errors with their cause, and the
+    images of the built splits are decoded and their sizes compared."""
+    from .datasets.registry import DATASET_FORMAT_REGISTRY
+
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise ValueError(f"splits must be among {SPLITS}, got {unknown}")
+    cls = DATASET_FORMAT_REGISTRY.get(fmt)
+    report = ValidationReport(files={"root": root, "format": fmt})
+    report.summary["splits"] = {}
+    jobs: List[tuple] = []
+    failed: Dict[str, str] = {}  # annotation file -> its error (one report line per file)
+    for split in splits:
+        try:
+            ds = cls(root, split, num_val_im=num_val_im, check_images=False)
+        except (FileNotFoundError, ValueError) as e:
+            key = getattr(e, "file", "") or str(e)
+            if key not in failed:
+                failed[key] = split
+                _format_error_problem(report, e, split)
+            continue
+        report.summary.setdefault("num_classes", ds.num_classes - 1)
+        report.summary.setdefault("num_predicates", ds.num_predicates - 1)
+        report.summary["splits"][split] = {"images": len(ds), "boxes": int(sum(len(c) for c in ds.gt_classes)),
+                                           "relations": int(sum(len(r) for r in ds.relationships))}
+        reason = ds.empty_reason() if hasattr(ds, "empty_reason") else None
+        if reason is not None:
+            severity = "warning" if split == "val" and num_val_im <= 0 else "error"
+            report.add(severity, "empty split", ds.annotation_file, f"{split} split:", f"has no image: {reason[0]}",
+                       reason[1])
+        jobs.extend((fn, (int(i["height"]), int(i["width"]))) for fn, i in zip(ds.filenames, ds.img_info))
+    jobs = list(dict.fromkeys(jobs))  # val may be a subset of test (gqa200)
+    total = len(jobs)
+    if max_images is not None and max_images >= 0:
+        jobs = jobs[: int(max_images)]
+        if len(jobs) < total:
+            report.notes.append(f"checked the files of {len(jobs)} of {total} images (max_images)")
+    report.summary["images_checked"] = 0
+    if check_images and jobs:
+        results = _run_parallel(_check_one_image, jobs, int(workers) if workers else min(8, os.cpu_count() or 1),
+                                progress, "images")
+        report.summary["images_checked"] = len(results)
+        for (path, _), res in zip(jobs, results):
+            if res is not None:
+                report.add("error", res[0], path, "", res[1].replace("image_data.json", "the annotation file"),
+                           _IMAGE_FIX[res[0]].replace("image_data.json", "the image's size in the annotation file"))
     return report

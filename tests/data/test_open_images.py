@@ -266,3 +266,38 @@ def test_tiny_train_and_oi_evaluation(tmp_path, one_thread):
     for key in ("R@50", "wmAP_rel", "wmAP_phr", "score_wtd", "mR@50"):
         assert key in metrics
     assert "openimage evaluation" in open(folder / "relation_metrics.txt").read()
+
+
+def _write_images(root, recs):
+    import cv2
+
+    for r in recs:
+        w, h = r["img_size"]
+        cv2.imwrite(os.path.join(root, "images", r["img_fn"] + ".jpg"), np.full((h, w, 3), 128, np.uint8))
+
+
+def test_validate_dataset_oiv6(tmp_path, capsys):
+    from sgg.cli.validate_dataset import main
+    from sgg.data.validate import validate_dataset
+
+    root = write_oi(tmp_path / "myoi")
+    for recs in (TRAIN, VAL, TEST):
+        _write_images(root, recs)
+    report = validate_dataset(get_dataset_files("myoi_train", str(tmp_path)))
+    assert report.errors == [] and report.summary["images_checked"] == 4
+    assert report.summary["splits"]["test"] == {"images": 2, "boxes": 5, "relations": 3}
+    assert (report.summary["num_classes"], report.summary["num_predicates"]) == (3, 3)
+    assert main(["--data-dir", root, "--no-progress"]) == 0
+
+    # a dangling relation index in test, a wrong image size in val, no usable train record
+    bad = write_oi(tmp_path / "badoi", splits={"train": [TRAIN[1]], "val": VAL, "test": _with(TEST, 3, rel=[[0, 5, 0]])})
+    _write_images(bad, [dict(VAL[0], img_size=[41, 30])])
+    report = validate_dataset(get_dataset_files("badoi_train", str(tmp_path)))
+    lines = [p.kind + " | " + p.line() for p in report.errors]
+    test_file, train_file = split_file(bad, "test"), split_file(bad, "train")
+    assert any(test_file in s and "image 'dd04' (record 3)" in s and "rel[0] = [0, 5, 0]" in s for s in lines), lines
+    assert any(s.startswith("empty split") and train_file in s and "has no image" in s for s in lines), lines
+    assert any("va01.jpg" in s and "is 41x30" in s for s in lines), lines
+    assert main(["--data-dir", bad, "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert "rel[0] = [0, 5, 0]" in out and "has no image" in out

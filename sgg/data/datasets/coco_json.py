@@ -61,7 +61,7 @@ from .image_list import ImageListDataset
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMAT", "ANNOTATION_FILE", "SPLITS", "Problem", "CocoJsonError", "ParsedSplit", "split_file",
+__all__ = ["FORMAT", "NAMED_FOLDERS", "is_folder", "folder_files", "source_files", "ANNOTATION_FILE", "SPLITS", "Problem", "CocoJsonError", "ParsedSplit", "split_file",
            "read_split", "check_split", "parse_split", "CocoJsonDataset", "write_split", "vg150_to_coco_json",
            "coco_json_to_vg150", "ROOT_EXTRAS"]
 
@@ -78,6 +78,27 @@ _BOX_SCALE = vg150_files.BOX_SCALE
 def split_file(root: str, split: str) -> str:
     """``root/<split>/_annotations.coco.json``."""
     return os.path.join(root, split, ANNOTATION_FILE)
+
+
+# Folder layout (what sgg.data.catalog asks of every one-folder format).
+#: dataset base names that map to a fixed folder under DATA_DIR (none: ``<folder>_<split>``)
+NAMED_FOLDERS: Dict[str, str] = {}
+
+
+def is_folder(root: str) -> bool:
+    """``root`` holds ``train/_annotations.coco.json``."""
+    return os.path.isfile(split_file(root, "train"))
+
+
+def folder_files(root: str, split: str) -> Tuple[str, str]:
+    """(annotation file, image folder) of ``split``: ``<root>/<split>/_annotations.coco.json`` and its folder."""
+    ann = split_file(root, split)
+    return ann, os.path.dirname(ann)
+
+
+def source_files(root: str) -> Tuple[str, ...]:
+    """The files a statistics cache key stamps: the train file and, when present, the val file."""
+    return tuple(p for p in (split_file(root, s) for s in ("train", "val")) if os.path.isfile(p))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -44,7 +44,7 @@ from .image_list import ImageListDataset
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMAT", "EVALUATOR_KIND", "SPLITS", "CATEGORIES_FILE", "IMAGE_DIR", "OpenImagesError", "split_file",
+__all__ = ["FORMAT", "NAMED_FOLDERS", "is_folder", "folder_files", "source_files", "EVALUATOR_KIND", "SPLITS", "CATEGORIES_FILE", "IMAGE_DIR", "OpenImagesError", "split_file",
            "categories_file", "read_categories", "parse_split", "OpenImagesDataset"]
 
 #: The name of this format in ``DATASET_FORMAT_REGISTRY`` and ``DatasetFiles.format``.
@@ -71,11 +71,31 @@ def categories_file(root: str) -> str:
     return os.path.join(root, CATEGORIES_FILE)
 
 
+# Folder layout (what sgg.data.catalog asks of every one-folder format).
+#: PySGG's dataset name -> its folder under DATA_DIR
+NAMED_FOLDERS: Dict[str, str] = {"oiv6": os.path.join("openimages", "open_image_v6")}
+
+
+def is_folder(root: str) -> bool:
+    """``root`` holds ``annotations/categories_dict.json``."""
+    return os.path.isfile(categories_file(root))
+
+
+def folder_files(root: str, split: str) -> Tuple[str, str]:
+    """(annotation file, image folder) of ``split``."""
+    return split_file(root, split), os.path.join(root, IMAGE_DIR)
+
+
+def source_files(root: str) -> Tuple[str, ...]:
+    """The files a statistics cache key stamps: the categories and the train file."""
+    return categories_file(root), split_file(root, "train")
+
+
 class OpenImagesError(ValueError):
     """A problem of an Open Images file, as ``file: where: message: fix``."""
 
     def __init__(self, file: str, where: str, message: str, fix: str):
-        self.file, self.where = file, where
+        self.file, self.where, self.message, self.fix = file, where, message, fix
         super().__init__(f"{file}: {where}: {message}: {fix}")
 
 
