@@ -272,6 +272,20 @@ def _where(files: Any) -> str:
     return files["roidb_file"] if isinstance(files, Mapping) else files.root
 
 
+def unseen_triplets(fg_matrix, triplets) -> np.ndarray:
+    """The rows of ``triplets`` (``[M, 3]`` subject class, object class, predicate; e.g. a test
+    split's ``get_triplets()``) whose train count ``fg_matrix[s, o, p]`` is 0: the zero-shot
+    triplets of a dataset without a zero-shot file. Unique rows, sorted lexicographically, int64."""
+    fg = np.asarray(fg_matrix)
+    t = np.unique(np.asarray(triplets, dtype=np.int64).reshape(-1, 3), axis=0)
+    if t.shape[0] == 0:
+        return np.zeros((0, 3), np.int64)
+    inside = ((t >= 0) & (t < np.array(fg.shape))).all(1)
+    seen = np.zeros(len(t), bool)
+    seen[inside] = fg[t[inside, 0], t[inside, 1], t[inside, 2]] > 0
+    return t[~seen]
+
+
 def frequency_prior_predictions(pred_dist, labels, pairs):
     """Frequency-baseline relation scores: ``softmax(pred_dist[labels[s], labels[o]])``.
 

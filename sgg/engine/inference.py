@@ -30,11 +30,36 @@ def build_relation_evaluator(cfg, dataset, mode: str):
         zs_file = find_zeroshot_file(get_dataset_files(name, cfg.DATASETS.DATA_DIR)) or ""
     if zs_file:
         zeroshot = load_zeroshot_triplets(zs_file)
+    elif name:
+        zeroshot = zeroshot_from_train(cfg, dataset)
     evaluator_cls = OIEvaluator if getattr(dataset, "evaluator_kind", "") == "oi" else SceneGraphEvaluator
     return evaluator_cls(mode, dataset.num_predicates - 1, zeroshot_triplets=zeroshot,
                          iou_threshold=cfg.TEST.RELATION.IOU_THRESHOLD, ks=cfg.TEST.TOP_K,
                          predicate_names=dataset.ind_to_predicates[1:],
                          class_names=dataset.ind_to_classes)
+
+
+def zeroshot_from_train(cfg, dataset):
+    """Zero-shot triplets of a dataset without a zero-shot file (``zeroshot_triplet.pytorch`` /
+    DATASETS.ZEROSHOT_FILE): the triplets of ``dataset`` never seen in its train split (the cached
+    train statistics' ``fg_matrix``), logged with their count; None (no zR) when the train split
+    cannot be read, with a warning naming the cause."""
+    from sgg.data.catalog import get_dataset_files, train_split_of
+    from sgg.data.statistics import get_dataset_statistics, unseen_triplets
+
+    train_name = train_split_of(dataset.name)
+    try:
+        stats = get_dataset_statistics(get_dataset_files(train_name, cfg.DATASETS.DATA_DIR),
+                                       cache_dir=cfg.OUTPUT_DIR or None, num_val_im=cfg.DATASETS.NUM_VAL_IMAGES)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        logger.warning("%s: no zero-shot file and the train split '%s' cannot be read (%s): no zR@K",
+                       dataset.name, train_name, e)
+        return None
+    zs = unseen_triplets(stats["fg_matrix"], dataset.get_triplets())
+    logger.info("%s: no zero-shot file; zR@K counts its %d triplets never seen in '%s' (write "
+                "zeroshot_triplet.pytorch in the dataset folder or set DATASETS.ZEROSHOT_FILE to fix the set)",
+                dataset.name, len(zs), train_name)
+    return zs
 
 
 def relation_inference(model: torch.nn.Module, data_loader, evaluator, dtype: str = "float32",

@@ -196,8 +196,13 @@ def test_build_relation_evaluator_selects_oi_for_oiv6(tmp_path):
     make_synthvg(tmp_path, num_images=6)
     cfg = get_default_config()
     cfg.merge_from_list(["DATASETS.DATA_DIR", str(tmp_path), "DATASETS.NUM_VAL_IMAGES", "1"])
+    cfg.merge_from_list(["OUTPUT_DIR", str(tmp_path / "out")])
     ev = build_relation_evaluator(cfg, build_dataset(cfg, "myoi_test", is_train=False, mode="predcls"), "predcls")
     assert isinstance(ev, OIEvaluator) and ev.num_predicates == 3
+    # no zero-shot file: the test triplets never seen in train (train: (person, hat, wears),
+    # (person, hat, on), (hat, person, riding); test: (person, horse, riding), (person, horse, on),
+    # (person, hat, wears))
+    assert sorted(map(tuple, np.asarray(ev.zeroshot_triplets).tolist())) == [(1, 2, 1), (1, 2, 2)]
     vg = build_relation_evaluator(cfg, build_dataset(cfg, "synthvg_tiny_test", is_train=False, mode="predcls"),
                                   "predcls")
     assert type(vg) is SceneGraphEvaluator

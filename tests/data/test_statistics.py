@@ -291,3 +291,16 @@ def test_distributed_rank0_writes_others_read(files, tmp_path):
     for r in range(2):
         np.testing.assert_array_equal(np.load(res / f"fg{r}.npy"), _expected()[0])
     assert os.path.isfile(tmp_path / "out" / "VG_train_statistics.npz")
+
+
+def test_unseen_triplets_are_the_test_triplets_with_zero_train_count():
+    from sgg.data.statistics import unseen_triplets
+
+    fg = np.zeros((4, 4, 3), np.int64)
+    fg[1, 2, 1] = 5  # seen: (1, 2, 1)
+    fg[3, 1, 2] = 1  # seen: (3, 1, 2)
+    test = np.array([[1, 2, 1], [1, 2, 2], [3, 1, 2], [1, 2, 2], [2, 2, 1]])
+    assert unseen_triplets(fg, test).tolist() == [[1, 2, 2], [2, 2, 1]]  # unique, sorted
+    assert unseen_triplets(fg, np.zeros((0, 3), np.int64)).shape == (0, 3)
+    # a class id beyond the train table (a class never in train) is unseen
+    assert unseen_triplets(fg, np.array([[5, 1, 1]])).tolist() == [[5, 1, 1]]
