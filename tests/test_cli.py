@@ -37,7 +37,7 @@ def test_help_lists_every_command_with_its_summary(capsys):
     assert summary("predict") == "Predict scene graphs on your own images and draw them"
     # the first sentence only, and "e.g." does not end it
     assert summary("compare_runs") == "Compare the metrics of several runs side by side (e.g. plain Motifs vs HML)"
-    assert summary("validate_dataset") == "Check a dataset (VG150 or coco_json) before a long run"
+    assert summary("validate_dataset") == "Check a dataset (VG150, coco_json, oiv6, gqa200 or psg) before a long run"
     assert summary("relation_train_distill_fisher_only") == ("Train a relation model with HML (relation_train_net "
                                                             "with MODEL.HML.ENABLED True)")
 

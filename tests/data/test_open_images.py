@@ -306,3 +306,35 @@ def test_validate_dataset_oiv6(tmp_path, capsys):
     assert main(["--data-dir", bad, "--no-progress"]) == 1
     out = capsys.readouterr().out
     assert "rel[0] = [0, 5, 0]" in out and "has no image" in out
+
+
+def test_convert_oiv6_to_coco_json_and_vg150(tmp_path, capsys, caplog):
+    from sgg.cli.convert_dataset import main
+    from sgg.data.datasets import CocoJsonDataset
+
+    root = write_oi(tmp_path / "myoi")
+    for recs in (TRAIN, VAL, TEST):
+        _write_images(root, recs)
+    out = str(tmp_path / "oi_json")
+    assert main(["--to", "coco_json", "--src", root, "--out", out]) == 0
+    assert "train 1 images, val 1 images, test 2 images" in capsys.readouterr().out
+    # the record positions repeat across the split files: renumbered 1..4 in split order
+    assert any("renumbered 1..4" in r.getMessage() for r in caplog.records)
+    for split in ("train", "val", "test"):
+        src, dst = OpenImagesDataset(root, split), CocoJsonDataset(out, split, num_val_im=0)
+        assert len(src) == len(dst) and dst.ind_to_classes == CLASSES and dst.ind_to_predicates == PREDICATES
+        for i in range(len(src)):
+            a, b = src.get_groundtruth(i), dst.get_groundtruth(i)
+            np.testing.assert_allclose(b["boxes"], a["boxes"], atol=1e-4)
+            assert b["labels"].tolist() == a["labels"].tolist()
+            assert b["relations"].tolist() == a["relations"].tolist()
+    assert [info["image_id"] for info in CocoJsonDataset(out, "test").img_info] == [3, 4]
+    # straight to VG150 (through a temporary coco_json): same test ground truth on the 1024 grid
+    vg = str(tmp_path / "oi_vg")
+    assert main(["--to", "vg150", "--src", root, "--out", vg]) == 0
+    vt = VG150Dataset.from_files(get_dataset_files("oi_vg_test", str(tmp_path)), num_val_im=1)
+    assert [g["relations"].tolist() for g in map(vt.get_groundtruth, range(len(vt)))] == \
+        [OpenImagesDataset(root, "test").get_groundtruth(i)["relations"].tolist() for i in range(2)]
+    assert not [n for n in os.listdir(str(tmp_path)) if n.startswith(".convert-")]  # temporary folder removed
+    with pytest.raises(SystemExit):
+        main(["--to", "coco_json", "--src", out, "--out", str(tmp_path / "again")])

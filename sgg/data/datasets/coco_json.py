@@ -694,3 +694,50 @@ def coco_json_to_vg150(src: str, out: str, link_images: bool = True) -> Dict[str
                             class_names=base.classes[1:], predicate_names=base.predicates[1:])
     _carry_extras(src, out)
     return {s: len(p.images) for s, p in parsed.items()}
+
+
+def folder_to_coco_json(src: str, fmt: str, out: str, link_images: bool = True) -> Dict[str, int]:
+    """A folder of another one-folder format (``oiv6``, ``gqa200``, ``psg``; ``fmt`` its
+    ``DATASET_FORMAT_REGISTRY`` name) -> a coco_json folder, read by that format's own reader (so
+    its rules apply: its filters, its +1 ids, its clipping; evaluation ground truth with every
+    relation row). ``train`` holds every image of the format's train pool (read with
+    ``num_val_im = 0``); ``val`` is written only when the format has its own val file (oiv6): for
+    PSG the coco_json rule "val = the first DATASETS.NUM_VAL_IMAGES train images" is PSG's own
+    rule, for GQA200 (whose val is a subset of test) it differs. Image ids are kept when they are
+    unique over the written splits, else every image is renumbered 1..N in split order (a warning
+    says so); images are written as ``{image_id}{ext}`` beside their split file (hard-linked,
+    copied across file systems). Returns ``{split: images}``."""
+    from .registry import DATASET_FORMAT_REGISTRY
+
+    if _same_folder(src, out):
+        raise ValueError(f"--out must differ from --src ({src})")
+    cls = DATASET_FORMAT_REGISTRY.get(fmt)
+    datasets = {}
+    for split in ("train", "val", "test"):
+        ds = cls(src, split, num_val_im=0, check_images=link_images)
+        if split == "val" and not getattr(ds, "has_val_file", False):
+            continue
+        datasets[split] = ds
+    ids = [int(info["image_id"]) for ds in datasets.values() for info in ds.img_info]
+    renumber = len(set(ids)) != len(ids)
+    if renumber:
+        logger.warning("%s: image ids repeat across the splits (%d images, %d distinct ids): the images are "
+                       "renumbered 1..%d in split order (train, val, test)", src, len(ids), len(set(ids)), len(ids))
+    classes, predicates = datasets["train"].ind_to_classes, datasets["train"].ind_to_predicates
+    sizes, next_id = {}, 0
+    for split, ds in datasets.items():
+        images = []
+        for i, info in enumerate(ds.img_info):
+            next_id += 1
+            iid = next_id if renumber else int(info["image_id"])
+            name = f"{iid}{os.path.splitext(ds.filenames[i])[1] or '.jpg'}"
+            images.append({"id": iid, "file_name": name, "width": int(info["width"]), "height": int(info["height"])})
+            if link_images:
+                os.makedirs(os.path.join(out, split), exist_ok=True)
+                _link(ds.filenames[i], os.path.join(out, split, name))
+        write_split(split_file(out, split), images=images, boxes=[b.astype(np.float64) for b in ds.gt_boxes],
+                    labels=ds.gt_classes, relations=ds.relationships, class_names=classes[1:],
+                    predicate_names=predicates[1:])
+        sizes[split] = len(images)
+    _carry_extras(src, out)
+    return sizes
