@@ -46,7 +46,6 @@ error names both records). ``img_info`` keeps the file's img_info fields plus ``
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -54,7 +53,8 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 from . import vg150_files
-from .image_list import ImageListDataset
+from .image_list import (DatasetFormatError, ImageListDataset, RecordChecker, RecordSpec, is_int, load_json,
+                         positive)
 from .registry import DATASET_FORMAT_REGISTRY
 
 logger = logging.getLogger(__name__)
@@ -77,10 +77,24 @@ REMOVED_TEST_INDEX = 5579
 #: The val split's size in SHA-GCL (the first test images): DATASETS.NUM_VAL_IMAGES's reference value.
 DEFAULT_NUM_VAL_IM = 5000
 BACKGROUND = vg150_files.BACKGROUND
-_BOX_SCALE = vg150_files.BOX_SCALE
-_FIX_BOX = "correct the box ([x1, y1, x2, y2] in pixels of the image) or the record's img_info width / height"
-_FIX_MISSING = ("set DATASETS.DATA_DIR (or $SGG_DATA_DIR) to the folder holding the dataset folder (GQA_200_* "
-                "names: DATA_DIR/gqa), or add the file")
+_LAYOUT = (f"a GQA200 folder holds {INFO_FILE}, {TRAIN_FILE}, {TEST_FILE} and {IMAGE_DIR}/. Fix: set "
+           f"DATASETS.DATA_DIR (or $SGG_DATA_DIR) to the folder holding the dataset folder (GQA_200_* names: "
+           f"DATA_DIR/gqa), or add the file")
+#: The wording of a record's array checks (:class:`~sgg.data.datasets.image_list.RecordChecker`).
+_RECORD = RecordSpec(
+    first_id=1,
+    labels_type="gt_classes_all entry is not a list of integers", labels_type_fix="list one class id per box",
+    boxes_type="gt_boxes_all entry is not a list of [x1, y1, x2, y2] finite numbers",
+    box_fix="correct the box ([x1, y1, x2, y2] in pixels of the image) or the record's img_info width / height",
+    labels_noun="class ids", count_fix="give one gt_classes_all id per gt_boxes_all box",
+    label_at="class id [{}] = ", classes_of="the {} ind_to_classes names after the background of " + INFO_FILE,
+    class_fix=f"use ids of {INFO_FILE} ind_to_classes (0 is the background), or add the class there",
+    box_at="box [{}] = ", box_ref="box [{}]",
+    rels_type="relationships_all entry is not a list of [subject, object, predicate] integers",
+    rels_type_fix="write each relation as [subject box index, object box index, predicate id]",
+    rel_at="relation [{}]", box_index="a box index", rel_index_fix="point subject / object at boxes of the record",
+    predicates_of="the {} ind_to_predicates names after the background of " + INFO_FILE,
+    predicate_fix=f"use ids of {INFO_FILE} ind_to_predicates (0 is the background), or add the predicate there")
 
 # Folder layout (what sgg.data.catalog asks of every one-folder format).
 #: SHA-GCL's dataset name -> its folder under DATA_DIR
@@ -114,12 +128,8 @@ def split_file(root: str, split: str) -> str:
     return folder_files(root, split)[0]
 
 
-class GQAError(ValueError):
+class GQAError(DatasetFormatError):
     """A problem of a GQA200 file, as ``file: where: message: fix``."""
-
-    def __init__(self, file: str, where: str, message: str, fix: str):
-        self.file, self.where, self.message, self.fix = file, where, message, fix
-        super().__init__(f"{file}: {where}: {message}: {fix}")
 
 
 class ParsedRecord(NamedTuple):
@@ -139,16 +149,10 @@ class ParsedRecord(NamedTuple):
 
 
 def _load_json(path: str, what: str) -> Any:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{path}: {what} not found: a GQA200 folder holds {INFO_FILE}, {TRAIN_FILE}, {TEST_FILE} and "
-            f"{IMAGE_DIR}/. Fix: {_FIX_MISSING}")
-    with open(path) as f:
-        try:
-            return json.load(f)
-        except ValueError as e:
-            raise GQAError(path, "whole file", f"not valid JSON ({e}); the file is truncated or corrupt",
-                           "download or write it again (check the disk: full, or a copy cut short)") from e
+    """The JSON of ``path`` (``what``: the kind of file, for the error when it is missing)."""
+    return load_json(path, what, _LAYOUT, lambda e: GQAError(
+        path, "whole file", f"not valid JSON ({e}); the file is truncated or corrupt",
+        "download or write it again (check the disk: full, or a copy cut short)"))
 
 
 def read_info(root: str) -> Tuple[List[str], List[str]]:
@@ -172,27 +176,6 @@ def read_info(root: str) -> Tuple[List[str], List[str]]:
             raise GQAError(path, f"'{key}'", f"holds the name {dup!r} twice", "give every entry a distinct name")
         out.append(names)
     return out[0], out[1]
-
-
-def _ints(values: Any, shape_cols: Optional[int]) -> Optional[np.ndarray]:
-    """``values`` as int64 (None when not a list of integers of that shape)."""
-    try:
-        arr = np.asarray(values if len(values) else np.zeros((0,) if shape_cols is None else (0, shape_cols)))
-    except (TypeError, ValueError):
-        return None
-    if arr.dtype == object or arr.dtype == bool or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
-        return None
-    if shape_cols is None:
-        return arr.astype(np.int64) if arr.ndim == 1 else None
-    return arr.astype(np.int64) if arr.ndim == 2 and arr.shape[1] == shape_cols else None
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _positive(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0
 
 
 class ParsedRecords(list):
@@ -222,7 +205,7 @@ def parse_split(path: str, num_classes: int, num_predicates: int, skip: Sequence
     out = ParsedRecords()
     out.rows = lengths["filenames_all"]
     id_owner: Dict[int, int] = {}
-    beyond_count, first_beyond = 0, ""
+    check = RecordChecker(_RECORD, GQAError, path, num_classes, num_predicates)
     columns = zip(*(data[k] for k in SPLIT_KEYS))
     for k, (fn, info, raw_boxes, raw_labels, raw_rels) in enumerate(columns):
         if k in skip:
@@ -232,68 +215,20 @@ def parse_split(path: str, num_classes: int, num_predicates: int, skip: Sequence
             raise GQAError(path, where, f"filenames_all[{k}] = {fn!r} is not a file name",
                            f"give the image's path relative to {IMAGE_DIR}/")
         where = f"image '{fn}' (record {k})"
-        if not isinstance(info, dict) or not all(_positive(info.get(f)) for f in ("width", "height")):
+        if not isinstance(info, dict) or not all(positive(info.get(f)) for f in ("width", "height")):
             raise GQAError(path, where, f"img_info_all[{k}] = {info!r} has no width and height > 0",
                            'give the image\'s size in pixels as img_info "width" and "height"')
         w, h = int(info["width"]), int(info["height"])
         raw_id = info.get("image_id")
-        image_id = int(raw_id) if _is_int(raw_id) else k
+        image_id = int(raw_id) if is_int(raw_id) else k
         if image_id in id_owner:
             raise GQAError(path, where, f"image_id {image_id} is also the id of record {id_owner[image_id]} (an "
                            f"integer img_info image_id, else the record's position)",
                            "give every record a distinct integer img_info image_id, or none at all")
         id_owner[image_id] = k
-        labels = _ints(raw_labels, None)
-        if labels is None:
-            raise GQAError(path, where, "gt_classes_all entry is not a list of integers", "list one class id per box")
-        try:
-            boxes = np.asarray(raw_boxes if len(raw_boxes) else np.zeros((0, 4)), np.float64)
-        except (TypeError, ValueError):
-            boxes = np.zeros((0, 3))
-        if boxes.ndim != 2 or boxes.shape[1] != 4 or not np.isfinite(boxes).all():
-            raise GQAError(path, where, "gt_boxes_all entry is not a list of [x1, y1, x2, y2] finite numbers",
-                           _FIX_BOX)
-        if len(boxes) != len(labels):
-            raise GQAError(path, where, f"has {len(boxes)} boxes but {len(labels)} class ids",
-                           "give one gt_classes_all id per gt_boxes_all box")
-        bad = np.flatnonzero((labels < 1) | (labels > num_classes))
-        if bad.size:
-            raise GQAError(path, where, f"class id [{bad[0]}] = {int(labels[bad[0]])} is out of range 1..{num_classes} "
-                           f"(the {num_classes} ind_to_classes names after the background of {INFO_FILE})",
-                           f"use ids of {INFO_FILE} ind_to_classes (0 is the background), or add the class there")
-        inverted = np.flatnonzero((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))
-        if inverted.size:
-            raise GQAError(path, where, f"box [{inverted[0]}] = {boxes[inverted[0]].tolist()} has x2 < x1 or y2 < y1",
-                           _FIX_BOX)
-        outside, beyond = vg150_files.pixel_box_fit(boxes, w, h, to_remove=1)
-        if outside.any():
-            i = int(np.flatnonzero(outside)[0])
-            raise GQAError(path, where, f"box [{i}] = {boxes[i].tolist()} lies entirely outside its {w}x{h} image "
-                           f"(clipped to [0, w - 1] x [0, h - 1] it is empty)", _FIX_BOX)
-        if beyond.any():
-            beyond_count += int(beyond.sum())
-            first_beyond = first_beyond or f"{where}: box [{int(np.flatnonzero(beyond)[0])}]"
-        rels = _ints(raw_rels, 3)
-        if rels is None:
-            raise GQAError(path, where, "relationships_all entry is not a list of [subject, object, predicate] "
-                           "integers", "write each relation as [subject box index, object box index, predicate id]")
-        bad = np.flatnonzero(((rels[:, :2] < 0) | (rels[:, :2] >= len(boxes))).any(1))
-        if bad.size:
-            raise GQAError(path, where, f"relation [{bad[0]}] = {rels[bad[0]].tolist()} names a box index outside "
-                           f"0..{len(boxes) - 1}", "point subject / object at boxes of the record")
-        bad = np.flatnonzero((rels[:, 2] < 1) | (rels[:, 2] > num_predicates))
-        if bad.size:
-            raise GQAError(path, where, f"relation [{bad[0]}] has predicate {int(rels[bad[0], 2])}, out of range "
-                           f"1..{num_predicates} (the {num_predicates} ind_to_predicates names after the background "
-                           f"of {INFO_FILE})",
-                           f"use ids of {INFO_FILE} ind_to_predicates (0 is the background), or add the predicate "
-                           f"there")
+        boxes, labels, rels = check.check(where, raw_boxes, raw_labels, raw_rels, w, h)
         out.append(ParsedRecord(k, image_id, fn, w, h, boxes, labels, rels, dict(info)))
-    if beyond_count:
-        logger.warning("%s: %d box(es) stick out of their image by more than max(%g px, %g of the longer side) "
-                       "(first: %s); clipped to [0, w - 1] x [0, h - 1]", path, beyond_count,
-                       vg150_files.BOX_BEYOND_TOLERANCE["pixels"], vg150_files.BOX_BEYOND_TOLERANCE["fraction"],
-                       first_beyond)
+    check.warn_beyond(logger)
     return out
 
 
@@ -320,14 +255,7 @@ class GQADataset(ImageListDataset):
                  filter_empty_rels: bool = True, filter_non_overlap: bool = False,
                  filter_duplicate_rels: bool = False, depth_dir: Optional[str] = None, check_images: bool = True,
                  rng: Optional[np.random.Generator] = None):
-        if split not in SPLITS:
-            raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-        self.root, self.split = root, split
-        self.num_val_im, self.num_im = num_val_im, num_im
-        self.filter_empty_rels = filter_empty_rels
-        self.filter_non_overlap = False
-        self.filter_duplicate_rels = bool(filter_duplicate_rels) and split == "train"
-        self.depth_dir, self.rng = depth_dir, rng
+        self._set_options(root, split, num_val_im, num_im, filter_empty_rels, filter_duplicate_rels, depth_dir, rng)
         self.annotation_file = split_file(root, split)
         self.img_dir = os.path.join(root, IMAGE_DIR)
         self.ind_to_classes, self.ind_to_predicates = read_info(root)
@@ -349,19 +277,11 @@ class GQADataset(ImageListDataset):
         self.img_info = []
         for r in kept:
             info = dict(r.info)
-            if "image_id" in info and not _is_int(info["image_id"]):
+            if "image_id" in info and not is_int(info["image_id"]):
                 info["file_image_id"] = info["image_id"]
             info.update(image_id=r.image_id, width=r.width, height=r.height, file_name=r.filename)
             self.img_info.append(info)
-        self.gt_boxes_1024 = [r.boxes * (_BOX_SCALE / max(r.width, r.height)) for r in kept]
-        self.gt_classes = [r.labels for r in kept]
-        self.relationships = [r.relations for r in kept]
-        self.gt_boxes = []
-        for r in kept:
-            b = r.boxes.astype(np.float32)
-            b[:, 0::2] = np.clip(b[:, 0::2], 0, r.width - 1)
-            b[:, 1::2] = np.clip(b[:, 1::2], 0, r.height - 1)
-            self.gt_boxes.append(b)
+        self._set_records(kept)
         self._attach_files(depth_dir, check_images)
         logger.info("gqa200 %s: %d images from '%s'", split, len(self), self.annotation_file)
 
@@ -370,19 +290,8 @@ class GQADataset(ImageListDataset):
         """(classes, predicates) with background first, from ``files.root``'s GQA_200_ID_Info.json."""
         return read_info(files.root)
 
-    def empty_reason(self, num_val_key: str = "DATASETS.NUM_VAL_IMAGES") -> Optional[Tuple[str, str]]:
-        """``(reason, fix)`` when the split selected no image, else None."""
-        c = self.selection_counts
-        if c["kept"] > 0:
-            return None
-        need = ">= 1 box and >= 1 relation" if self.filter_empty_rels else ">= 1 box"
-        if c["rows"] == 0:
-            return (f"'{self.annotation_file}' lists no image", "add records, or leave this split out of the config")
-        if c["usable"] == 0:
-            return (f"none of the {c['rows']} records of '{self.annotation_file}' has {need}",
-                    "annotate boxes and relations")
-        if c["after_num_im"] == 0:
-            return (f"num_im = {self.num_im} keeps no image", "pass num_im = -1 (all) or > 0")
+    def _cut_reason(self, num_val_key: str) -> Tuple[str, str]:
+        """:meth:`empty_reason`'s last case: the val slice of the test list kept no image."""
         return (f"the val split is the first {num_val_key} test images (there is no GQA200 val file) and "
                 f"{num_val_key} = {self.num_val_im}",
                 f"set {num_val_key} > 0 (SHA-GCL: {DEFAULT_NUM_VAL_IM}), or leave val out of the config")

@@ -31,16 +31,15 @@ keeps ``img_fn``.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
 from . import vg150_files
 from .registry import DATASET_FORMAT_REGISTRY
-from .image_list import ImageListDataset
+from .image_list import DatasetFormatError, ImageListDataset, RecordChecker, RecordSpec, load_json
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +56,23 @@ CATEGORIES_FILE = os.path.join(ANNOTATION_DIR, "categories_dict.json")
 IMAGE_DIR = "images"
 IMAGE_EXT = ".jpg"
 BACKGROUND = vg150_files.BACKGROUND
-_BOX_SCALE = vg150_files.BOX_SCALE
-_FIX_BOX = "correct the bbox ([x1, y1, x2, y2] in pixels of the image) or the record's img_size"
+_LAYOUT = (f"an Open Images V6 folder holds {CATEGORIES_FILE} and {ANNOTATION_DIR}/vrd-{{train,val,test}}-anno.json. "
+           f"Fix: set DATASETS.DATA_DIR (or $SGG_DATA_DIR) to the folder holding the dataset folder, or add the file")
+#: The wording of a record's array checks (:class:`~sgg.data.datasets.image_list.RecordChecker`).
+_RECORD = RecordSpec(
+    first_id=0,
+    labels_type="det_labels is not a list of integers", labels_type_fix="list one class id per box",
+    boxes_type="bbox is not a list of [x1, y1, x2, y2] finite numbers",
+    box_fix="correct the bbox ([x1, y1, x2, y2] in pixels of the image) or the record's img_size",
+    labels_noun="det_labels", count_fix="give one det_label per box",
+    label_at="det_labels[{}] = ", classes_of="the {} 'obj' names of " + CATEGORIES_FILE,
+    class_fix="use 0-based ids of categories_dict.json 'obj', or add the class there",
+    box_at="bbox[{}] = ", box_ref="bbox[{}]",
+    rels_type="rel is not a list of [subject, object, predicate] integers",
+    rels_type_fix="write each relation as [subject box index, object box index, predicate id]",
+    rel_at="rel[{}]", box_index="a box index", rel_index_fix="point subject / object at boxes of the record",
+    predicates_of="the {} 'rel' names of " + CATEGORIES_FILE,
+    predicate_fix="use 0-based ids of categories_dict.json 'rel', or add the predicate there")
 
 
 def split_file(root: str, split: str) -> str:
@@ -91,12 +105,8 @@ def source_files(root: str) -> Tuple[str, ...]:
     return categories_file(root), split_file(root, "train")
 
 
-class OpenImagesError(ValueError):
+class OpenImagesError(DatasetFormatError):
     """A problem of an Open Images file, as ``file: where: message: fix``."""
-
-    def __init__(self, file: str, where: str, message: str, fix: str):
-        self.file, self.where, self.message, self.fix = file, where, message, fix
-        super().__init__(f"{file}: {where}: {message}: {fix}")
 
 
 class ParsedRecord(NamedTuple):
@@ -111,23 +121,10 @@ class ParsedRecord(NamedTuple):
     relations: np.ndarray
 
 
-def _load_json(path: str, what: str) -> Any:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{path}: {what} not found: an Open Images V6 folder holds {CATEGORIES_FILE} and "
-            f"{ANNOTATION_DIR}/vrd-{{train,val,test}}-anno.json. Fix: set DATASETS.DATA_DIR (or $SGG_DATA_DIR) to the "
-            f"folder holding the dataset folder, or add the file")
-    with open(path) as f:
-        try:
-            return json.load(f)
-        except ValueError as e:
-            raise ValueError(f"{path}: not valid JSON ({e}): the file is truncated or corrupt: rewrite it") from e
-
-
 def read_categories(root: str) -> Tuple[List[str], List[str]]:
     """(classes, predicates) of ``root``'s categories_dict.json, background first."""
     path = categories_file(root)
-    data = _load_json(path, "categories file")
+    data = load_json(path, "categories file", _LAYOUT)
     for key in ("obj", "rel"):
         names = data.get(key) if isinstance(data, dict) else None
         if not isinstance(names, list) or not names:
@@ -138,29 +135,16 @@ def read_categories(root: str) -> Tuple[List[str], List[str]]:
     return [BACKGROUND] + [str(n) for n in data["obj"]], [BACKGROUND] + [str(n) for n in data["rel"]]
 
 
-def _ints(values: Any, shape_cols: Optional[int]) -> Optional[np.ndarray]:
-    """``values`` as int64 (None when not a list of integers of that shape)."""
-    try:
-        arr = np.asarray(values if len(values) else np.zeros((0,) if shape_cols is None else (0, shape_cols)))
-    except (TypeError, ValueError):
-        return None
-    if arr.dtype == object or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
-        return None
-    if shape_cols is None:
-        return arr.astype(np.int64) if arr.ndim == 1 else None
-    return arr.astype(np.int64) if arr.ndim == 2 and arr.shape[1] == shape_cols else None
-
-
 def parse_split(path: str, num_classes: int, num_predicates: int) -> List[ParsedRecord]:
     """Every record of a split file, in file order, checked (``num_classes`` / ``num_predicates``:
     C / P without background). Raises :class:`OpenImagesError` on the first problem; boxes
     sticking out of their image are logged once (a warning)."""
-    data = _load_json(path, "split file")
+    data = load_json(path, "split file", _LAYOUT)
     if not isinstance(data, list):
         raise OpenImagesError(path, "top level", "must be a JSON list of records",
                               "write one {img_fn, img_size, bbox, det_labels, rel} object per image")
     out: List[ParsedRecord] = []
-    beyond_count, first_beyond = 0, ""
+    check = RecordChecker(_RECORD, OpenImagesError, path, num_classes, num_predicates)
     for k, rec in enumerate(data):
         where = f"record {k}"
         need = ("img_fn", "img_size", "bbox", "det_labels", "rel")
@@ -175,56 +159,9 @@ def parse_split(path: str, num_classes: int, num_predicates: int) -> List[Parsed
             raise OpenImagesError(path, where, f"img_size {size!r} is not [width, height] > 0",
                                   "give the image's size in pixels as [width, height]")
         w, h = int(size[0]), int(size[1])
-        labels = _ints(rec["det_labels"], None)
-        if labels is None:
-            raise OpenImagesError(path, where, "det_labels is not a list of integers", "list one class id per box")
-        try:
-            boxes = np.asarray(rec["bbox"] if len(rec["bbox"]) else np.zeros((0, 4)), np.float64)
-        except (TypeError, ValueError):
-            boxes = np.zeros((0, 3))
-        if boxes.ndim != 2 or boxes.shape[1] != 4 or not np.isfinite(boxes).all():
-            raise OpenImagesError(path, where, "bbox is not a list of [x1, y1, x2, y2] finite numbers", _FIX_BOX)
-        if len(boxes) != len(labels):
-            raise OpenImagesError(path, where, f"has {len(boxes)} boxes but {len(labels)} det_labels",
-                                  "give one det_label per box")
-        bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
-        if bad.size:
-            raise OpenImagesError(path, where, f"det_labels[{bad[0]}] = {int(labels[bad[0]])} is out of range "
-                                  f"0..{num_classes - 1} (the {num_classes} 'obj' names of {CATEGORIES_FILE})",
-                                  "use 0-based ids of categories_dict.json 'obj', or add the class there")
-        inverted = np.flatnonzero((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))
-        if inverted.size:
-            raise OpenImagesError(path, where, f"bbox[{inverted[0]}] = {boxes[inverted[0]].tolist()} has x2 < x1 "
-                                  f"or y2 < y1", _FIX_BOX)
-        outside, beyond = vg150_files.pixel_box_fit(boxes, w, h, to_remove=1)
-        if outside.any():
-            i = int(np.flatnonzero(outside)[0])
-            raise OpenImagesError(path, where, f"bbox[{i}] = {boxes[i].tolist()} lies entirely outside its "
-                                  f"{w}x{h} image (clipped to [0, w - 1] x [0, h - 1] it is empty)", _FIX_BOX)
-        if beyond.any():
-            beyond_count += int(beyond.sum())
-            first_beyond = first_beyond or f"{where}: bbox[{int(np.flatnonzero(beyond)[0])}]"
-        rels = _ints(rec["rel"], 3)
-        if rels is None:
-            raise OpenImagesError(path, where, "rel is not a list of [subject, object, predicate] integers",
-                                  "write each relation as [subject box index, object box index, predicate id]")
-        bad = np.flatnonzero(((rels[:, :2] < 0) | (rels[:, :2] >= len(boxes))).any(1))
-        if bad.size:
-            raise OpenImagesError(path, where, f"rel[{bad[0]}] = {rels[bad[0]].tolist()} names a box index outside "
-                                  f"0..{len(boxes) - 1}", "point subject / object at boxes of the record")
-        bad = np.flatnonzero((rels[:, 2] < 0) | (rels[:, 2] >= num_predicates))
-        if bad.size:
-            raise OpenImagesError(path, where, f"rel[{bad[0]}] has predicate {int(rels[bad[0], 2])}, out of range "
-                                  f"0..{num_predicates - 1} (the {num_predicates} 'rel' names of {CATEGORIES_FILE})",
-                                  "use 0-based ids of categories_dict.json 'rel', or add the predicate there")
-        rels = rels.copy()
-        rels[:, 2] += 1
-        out.append(ParsedRecord(str(rec["img_fn"]), w, h, boxes, labels + 1, rels))
-    if beyond_count:
-        logger.warning("%s: %d box(es) stick out of their image by more than max(%g px, %g of the longer side) "
-                       "(first: %s); clipped to [0, w - 1] x [0, h - 1]", path, beyond_count,
-                       vg150_files.BOX_BEYOND_TOLERANCE["pixels"], vg150_files.BOX_BEYOND_TOLERANCE["fraction"],
-                       first_beyond)
+        boxes, labels, rels = check.check(where, rec["bbox"], rec["det_labels"], rec["rel"], w, h)
+        out.append(ParsedRecord(str(rec["img_fn"]), w, h, boxes, labels, rels))
+    check.warn_beyond(logger)
     return out
 
 
@@ -251,14 +188,7 @@ class OpenImagesDataset(ImageListDataset):
                  filter_empty_rels: bool = True, filter_non_overlap: bool = False,
                  filter_duplicate_rels: bool = False, depth_dir: Optional[str] = None, check_images: bool = True,
                  rng: Optional[np.random.Generator] = None):
-        if split not in SPLITS:
-            raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-        self.root, self.split = root, split
-        self.num_val_im, self.num_im = num_val_im, num_im
-        self.filter_empty_rels = filter_empty_rels
-        self.filter_non_overlap = False
-        self.filter_duplicate_rels = bool(filter_duplicate_rels) and split == "train"
-        self.depth_dir, self.rng = depth_dir, rng
+        self._set_options(root, split, num_val_im, num_im, filter_empty_rels, filter_duplicate_rels, depth_dir, rng)
         self.has_val_file = True
         self.annotation_file = split_file(root, split)
         self.img_dir = os.path.join(root, IMAGE_DIR)
@@ -276,15 +206,7 @@ class OpenImagesDataset(ImageListDataset):
         kept = [records[k] for k in index]
         self.img_info = [{"image_id": k, "width": r.width, "height": r.height, "img_fn": r.img_fn,
                           "file_name": r.img_fn + IMAGE_EXT} for k, r in zip(index, kept)]
-        self.gt_boxes_1024 = [r.boxes * (_BOX_SCALE / max(r.width, r.height)) for r in kept]
-        self.gt_classes = [r.labels for r in kept]
-        self.relationships = [r.relations for r in kept]
-        self.gt_boxes = []
-        for r in kept:
-            b = r.boxes.astype(np.float32)
-            b[:, 0::2] = np.clip(b[:, 0::2], 0, r.width - 1)
-            b[:, 1::2] = np.clip(b[:, 1::2], 0, r.height - 1)
-            self.gt_boxes.append(b)
+        self._set_records(kept)
         self._attach_files(depth_dir, check_images)
         logger.info("oiv6 %s: %d images from '%s'", split, len(self), self.annotation_file)
 
@@ -292,19 +214,6 @@ class OpenImagesDataset(ImageListDataset):
     def class_names(files) -> Tuple[List[str], List[str]]:
         """(classes, predicates) with background first, from ``files.root``'s categories_dict.json."""
         return read_categories(files.root)
-
-    def empty_reason(self, num_val_key: str = "DATASETS.NUM_VAL_IMAGES") -> Optional[Tuple[str, str]]:
-        """``(reason, fix)`` when the split selected no image, else None."""
-        c = self.selection_counts
-        if c["kept"] > 0:
-            return None
-        need = ">= 1 box and >= 1 relation" if self.filter_empty_rels else ">= 1 box"
-        if c["rows"] == 0:
-            return (f"'{self.annotation_file}' lists no image", "add records, or leave this split out of the config")
-        if c["usable"] == 0:
-            return (f"none of the {c['rows']} records of '{self.annotation_file}' has {need}",
-                    "annotate boxes and relations")
-        return (f"num_im = {self.num_im} keeps no image", "pass num_im = -1 (all) or > 0")
 
     def __repr__(self) -> str:
         return (f"OpenImagesDataset(split={self.split!r}, images={len(self)}, classes={self.num_classes}, "

@@ -44,7 +44,6 @@ folder, :func:`image_dir`).
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
@@ -52,7 +51,8 @@ from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from . import vg150_files
-from .image_list import ImageListDataset
+from .image_list import (DatasetFormatError, ImageListDataset, RecordChecker, RecordSpec, int_array, is_int,
+                         load_json, positive)
 from .registry import DATASET_FORMAT_REGISTRY
 
 logger = logging.getLogger(__name__)
@@ -66,8 +66,23 @@ ANNOTATION_FILE = "psg.json"
 IMAGE_DIR = "coco"
 SPLITS = ("train", "val", "test")
 BACKGROUND = vg150_files.BACKGROUND
-_BOX_SCALE = vg150_files.BOX_SCALE
-_FIX_BOX = "correct the bbox ([x1, y1, x2, y2] in pixels of the image) or the item's width / height"
+#: The wording of an item's array checks (:class:`~sgg.data.datasets.image_list.RecordChecker`); the
+#: boxes and labels come from the same annotations, so their counts always agree (no count check).
+_RECORD = RecordSpec(
+    first_id=0, lists_only=True,
+    labels_type="a category_id is not an integer", labels_type_fix="give 0-based integer category ids",
+    boxes_type="a bbox is not [x1, y1, x2, y2] finite numbers",
+    box_fix="correct the bbox ([x1, y1, x2, y2] in pixels of the image) or the item's width / height",
+    labels_noun=None, count_fix="",
+    label_at="annotations[{}] category_id ", classes_of="thing_classes + stuff_classes: {} names",
+    class_fix="use 0-based ids of thing_classes + stuff_classes, or add the class there",
+    box_at="annotations[{}] bbox ", box_ref="annotations[{}]",
+    rels_type="relations is not a list of [subject, object, predicate] integers",
+    rels_type_fix="write each relation as [subject annotation index, object annotation index, predicate id]",
+    rel_at="relations[{}]", box_index="an annotation",
+    rel_index_fix="point subject / object at annotations of the item",
+    predicates_of="the {} predicate_classes",
+    predicate_fix="use 0-based ids of predicate_classes, or add the predicate there")
 
 # Folder layout (what sgg.data.catalog asks of every one-folder format).
 #: dataset base name -> its folder under DATA_DIR
@@ -102,12 +117,8 @@ def annotation_file(root: str) -> str:
     return os.path.join(root, ANNOTATION_FILE)
 
 
-class PSGError(ValueError):
+class PSGError(DatasetFormatError):
     """A problem of a ``psg.json``, as ``file: where: message: fix`` (each part an attribute)."""
-
-    def __init__(self, file: str, where: str, message: str, fix: str):
-        self.file, self.where, self.message, self.fix = file, where, message, fix
-        super().__init__(f"{file}: {where}: {message}: {fix}")
 
 
 class ParsedItem(NamedTuple):
@@ -129,17 +140,12 @@ _ITEM_KEYS = ("file_name", "height", "width", "image_id", "annotations", "relati
 
 def load_psg(path: str) -> Dict[str, Any]:
     """The JSON object of ``path`` (a ``psg.json``), its top-level keys checked."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{path}: {ANNOTATION_FILE} not found: a PSG folder holds {ANNOTATION_FILE} (OpenPSG's data/psg) and the "
-            f"COCO images in coco/ or in the sibling folder ../coco. Fix: set DATASETS.DATA_DIR (or $SGG_DATA_DIR) to "
-            f"the folder holding psg/, or add the file")
-    with open(path) as f:
-        try:
-            data = json.load(f)
-        except ValueError as e:
-            raise PSGError(path, "whole file", f"not valid JSON ({e})",
-                           "the file is truncated or corrupt: download or rewrite it") from e
+    data = load_json(
+        path, ANNOTATION_FILE,
+        f"a PSG folder holds {ANNOTATION_FILE} (OpenPSG's data/psg) and the COCO images in coco/ or in the sibling "
+        f"folder ../coco. Fix: set DATASETS.DATA_DIR (or $SGG_DATA_DIR) to the folder holding psg/, or add the file",
+        lambda e: PSGError(path, "whole file", f"not valid JSON ({e})",
+                           "the file is truncated or corrupt: download or rewrite it"))
     if not isinstance(data, dict):
         raise PSGError(path, "top level", "must be a JSON object", f"write an object with {', '.join(_TOP_KEYS)}")
     miss = [k for k in _TOP_KEYS if k not in data]
@@ -171,9 +177,7 @@ def read_classes(path: str, data: Optional[Dict[str, Any]] = None) -> Tuple[List
 
 def _image_id(value: Any) -> Optional[int]:
     """``value`` as an int image id: an int, an integral float or an integral numeric string (None otherwise)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, np.integer)):
+    if is_int(value):
         return int(value)
     if isinstance(value, str):
         try:
@@ -188,23 +192,14 @@ def _image_id(value: Any) -> Optional[int]:
     return None
 
 
-def _ints(values: Any, shape_cols: Optional[int]) -> Optional[np.ndarray]:
-    """``values`` as int64 (None when not a list of integers of that shape)."""
-    if not isinstance(values, (list, tuple)):
-        return None
-    try:
-        arr = np.asarray(values if len(values) else np.zeros((0,) if shape_cols is None else (0, shape_cols)))
-    except (TypeError, ValueError):
-        return None
-    if arr.dtype == object or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
-        return None
-    if shape_cols is None:
-        return arr.astype(np.int64) if arr.ndim == 1 else None
-    return arr.astype(np.int64) if arr.ndim == 2 and arr.shape[1] == shape_cols else None
-
-
-def _positive(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0
+def _check_modes(path: str, where: str, modes: List[Any]) -> None:
+    """Every annotation's ``bbox_mode`` (``modes``) is 0 (XYXY_ABS), else a PSGError."""
+    mode_ids = int_array(modes, None)
+    bad = (np.flatnonzero(mode_ids != 0) if mode_ids is not None
+           else [next(i for i, m in enumerate(modes) if not isinstance(m, int) or isinstance(m, bool))])
+    if len(bad):
+        raise PSGError(path, where, f"annotations[{bad[0]}] has bbox_mode {modes[bad[0]]!r}, not 0 (XYXY_ABS)",
+                       "write boxes as [x1, y1, x2, y2] in pixels with bbox_mode 0")
 
 
 def parse_items(path: str, data: Optional[Dict[str, Any]] = None,
@@ -224,7 +219,7 @@ def parse_items(path: str, data: Optional[Dict[str, Any]] = None,
                        "write one {file_name, height, width, image_id, annotations, relations} object per image")
     out: List[ParsedItem] = []
     seen: Dict[int, int] = {}
-    beyond_count, first_beyond = 0, ""
+    check = RecordChecker(_RECORD, PSGError, path, num_classes, num_predicates)
     for k, item in enumerate(items):
         where = f"item {k}"
         miss = [f for f in _ITEM_KEYS if not isinstance(item, dict) or f not in item]
@@ -241,7 +236,7 @@ def parse_items(path: str, data: Optional[Dict[str, Any]] = None,
                            "give every item a distinct image_id (or remove the repeated item)")
         seen[iid] = k
         w, h = item["width"], item["height"]
-        if not (_positive(w) and _positive(h)):
+        if not (positive(w) and positive(h)):
             raise PSGError(path, where, f"width {w!r} / height {h!r} is not a size > 0",
                            "give the image's size in pixels")
         w, h = int(w), int(h)
@@ -257,59 +252,10 @@ def parse_items(path: str, data: Optional[Dict[str, Any]] = None,
                      or "category_id" not in a)
             raise PSGError(path, where, f"annotations[{i}] has no bbox or category_id",
                            "give every annotation a bbox [x1, y1, x2, y2] and a category_id") from None
-        labels = _ints(cats, None)
-        if labels is None:
-            raise PSGError(path, where, "a category_id is not an integer", "give 0-based integer category ids")
-        try:
-            boxes = np.asarray(raw_boxes if raw_boxes else np.zeros((0, 4)), np.float64)
-        except (TypeError, ValueError):
-            boxes = np.zeros((0, 3))
-        if boxes.ndim != 2 or boxes.shape[1] != 4 or not np.isfinite(boxes).all():
-            raise PSGError(path, where, "a bbox is not [x1, y1, x2, y2] finite numbers", _FIX_BOX)
-        mode_ids = _ints(modes, None)
-        bad = (np.flatnonzero(mode_ids != 0) if mode_ids is not None
-               else [next(i for i, m in enumerate(modes) if not isinstance(m, int) or isinstance(m, bool))])
-        if len(bad):
-            raise PSGError(path, where, f"annotations[{bad[0]}] has bbox_mode {modes[bad[0]]!r}, not 0 (XYXY_ABS)",
-                           "write boxes as [x1, y1, x2, y2] in pixels with bbox_mode 0")
-        bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
-        if bad.size:
-            raise PSGError(path, where, f"annotations[{bad[0]}] category_id {int(labels[bad[0]])} is out of range "
-                           f"0..{num_classes - 1} (thing_classes + stuff_classes: {num_classes} names)",
-                           "use 0-based ids of thing_classes + stuff_classes, or add the class there")
-        inverted = np.flatnonzero((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))
-        if inverted.size:
-            raise PSGError(path, where, f"annotations[{inverted[0]}] bbox {boxes[inverted[0]].tolist()} has x2 < x1 "
-                           f"or y2 < y1", _FIX_BOX)
-        outside, beyond = vg150_files.pixel_box_fit(boxes, w, h, to_remove=1)
-        if outside.any():
-            i = int(np.flatnonzero(outside)[0])
-            raise PSGError(path, where, f"annotations[{i}] bbox {boxes[i].tolist()} lies entirely outside its "
-                           f"{w}x{h} image (clipped to [0, w - 1] x [0, h - 1] it is empty)", _FIX_BOX)
-        if beyond.any():
-            beyond_count += int(beyond.sum())
-            first_beyond = first_beyond or f"{where}: annotations[{int(np.flatnonzero(beyond)[0])}]"
-        rels = _ints(item["relations"], 3)
-        if rels is None:
-            raise PSGError(path, where, "relations is not a list of [subject, object, predicate] integers",
-                           "write each relation as [subject annotation index, object annotation index, predicate id]")
-        bad = np.flatnonzero(((rels[:, :2] < 0) | (rels[:, :2] >= len(boxes))).any(1))
-        if bad.size:
-            raise PSGError(path, where, f"relations[{bad[0]}] = {rels[bad[0]].tolist()} names an annotation outside "
-                           f"0..{len(boxes) - 1}", "point subject / object at annotations of the item")
-        bad = np.flatnonzero((rels[:, 2] < 0) | (rels[:, 2] >= num_predicates))
-        if bad.size:
-            raise PSGError(path, where, f"relations[{bad[0]}] has predicate {int(rels[bad[0], 2])}, out of range "
-                           f"0..{num_predicates - 1} (the {num_predicates} predicate_classes)",
-                           "use 0-based ids of predicate_classes, or add the predicate there")
-        rels = rels.copy()
-        rels[:, 2] += 1
-        out.append(ParsedItem(iid, str(item["file_name"]), w, h, boxes, labels + 1, rels))
-    if beyond_count:
-        logger.warning("%s: %d box(es) stick out of their image by more than max(%g px, %g of the longer side) "
-                       "(first: %s); clipped to [0, w - 1] x [0, h - 1]", path, beyond_count,
-                       vg150_files.BOX_BEYOND_TOLERANCE["pixels"], vg150_files.BOX_BEYOND_TOLERANCE["fraction"],
-                       first_beyond)
+        boxes, labels, rels = check.check(where, raw_boxes, cats, item["relations"], w, h,
+                                          after_boxes=lambda: _check_modes(path, where, modes))
+        out.append(ParsedItem(iid, str(item["file_name"]), w, h, boxes, labels, rels))
+    check.warn_beyond(logger)
     raw_test = data["test_image_ids"]
     if not isinstance(raw_test, list):
         raise PSGError(path, "'test_image_ids'", "is not a list", "list the image ids of the test split")
@@ -356,14 +302,7 @@ class PSGDataset(ImageListDataset):
                  filter_empty_rels: bool = True, filter_non_overlap: bool = False,
                  filter_duplicate_rels: bool = False, depth_dir: Optional[str] = None, check_images: bool = True,
                  rng: Optional[np.random.Generator] = None):
-        if split not in SPLITS:
-            raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-        self.root, self.split = root, split
-        self.num_val_im, self.num_im = num_val_im, num_im
-        self.filter_empty_rels = filter_empty_rels
-        self.filter_non_overlap = False
-        self.filter_duplicate_rels = bool(filter_duplicate_rels) and split == "train"
-        self.depth_dir, self.rng = depth_dir, rng
+        self._set_options(root, split, num_val_im, num_im, filter_empty_rels, filter_duplicate_rels, depth_dir, rng)
         self.has_val_file = False
         self.annotation_file = annotation_file(root)
         self.img_dir = image_dir(root)
@@ -393,15 +332,9 @@ class PSGDataset(ImageListDataset):
         kept = [items[i] for i in index]
         self.img_info = [{"image_id": it.image_id, "width": it.width, "height": it.height,
                           "file_name": it.file_name} for it in kept]
-        self.gt_boxes_1024 = [it.boxes * (_BOX_SCALE / max(it.width, it.height)) for it in kept]
-        self.gt_classes = [it.labels for it in kept]
-        self.relationships = [it.relations if split == "train" else _unique_rows(it.relations) for it in kept]
-        self.gt_boxes = []
-        for it in kept:
-            b = it.boxes.astype(np.float32)
-            b[:, 0::2] = np.clip(b[:, 0::2], 0, it.width - 1)
-            b[:, 1::2] = np.clip(b[:, 1::2], 0, it.height - 1)
-            self.gt_boxes.append(b)
+        self._set_records(kept)
+        if split != "train":
+            self.relationships = [_unique_rows(r) for r in self.relationships]
         self._attach_files(depth_dir, check_images)
         logger.info("psg %s: %d images from '%s'", split, len(self), self.annotation_file)
 
