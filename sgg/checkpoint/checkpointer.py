@@ -424,6 +424,13 @@ class Checkpointer:
         if prefer_ema and isinstance(ema, Mapping) and "model" in ema:
             logger.info("using the EMA weights of %s (%d updates)", path, int(ema.get("updates", 0)))
             weights = ema["model"]
+        from .sgb import format_report, is_sgb_checkpoint, sgb_to_sgg_state_dict  # sgb imports this module
+
+        if is_sgb_checkpoint(weights):  # a Scene-Graph-Benchmark / PE-Net file: maskrcnn_benchmark names
+            weights, report = sgb_to_sgg_state_dict(
+                OrderedDict((k[len("module."):] if k.startswith("module.") else k, v) for k, v in weights.items()),
+                self.model.state_dict())
+            logger.info("%s", format_report(report, f"SGB checkpoint '{path}'"))
         load_model_state(self.model, weights, load_mapping=load_mapping, source=path)
         if model_only:
             return {}

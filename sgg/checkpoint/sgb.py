@@ -1,4 +1,5 @@
-"""Scene-Graph-Benchmark (maskrcnn_benchmark) detector checkpoints <-> sgg's detector.
+"""Scene-Graph-Benchmark (maskrcnn_benchmark) checkpoints <-> sgg: detectors both ways, whole relation
+models (SGB's and PE-Net's, every predictor) into sgg's two-stage relation model.
 
 SGB's VG Faster R-CNN (``pretrained_faster_rcnn/model_final.pth``) is a ``torch.save`` dict with
 the state dict under ``"model"`` (keys may start with ``module.``) plus ``"optimizer"``,
@@ -19,20 +20,47 @@ maskrcnn_benchmark (SGB)                               sgg (:class:`FasterRCNNDe
 ``roi_heads.box.feature_extractor.fc6/fc7.*``          ``roi_heads.box_head.fc6/fc7.*``
 ``roi_heads.box.predictor.cls_score/bbox_pred.*``      ``roi_heads.box_predictor.cls_score/bbox_pred.*``
 ``rpn.anchor_generator.*`` (anchor buffers)            ignored (sgg computes its anchors)
-``roi_heads.attribute.*``, ``roi_heads.relation.*``    reported as skipped (heads sgg's detector does
-                                                       not have; expected, harmless)
-anything else, and mapped names the target detector    reported as skipped and *unplaced*
+``roi_heads.attribute.*``                              reported as skipped, expected (sgg has no
+                                                       attribute head)
+``roi_heads.relation.*``, target a detector            reported as skipped, expected
+``roi_heads.relation.*``, target a relation model      ``relation_head.*`` (:mod:`.sgb_relation`):
+(``build_sgg_model(...).state_dict()``)                same names for every predictor's
+                                                       ``predictor.*``; ``box_feature_extractor.fc6/7``
+                                                       -> ``box_feature_extractor.head.fc6/7``;
+                                                       ``union_feature_extractor.feature_extractor.``
+                                                       ``fc6/7`` -> ``union_feature_extractor.head.``
+                                                       ``fc6/7``; ``...feature_extractor.pooler.``
+                                                       ``reduce_channel.0`` -> ``union_feature_``
+                                                       ``extractor.reduce_channel.0``; ``rect_conv.*``
+                                                       as is; Transformer ``pos_ffn.w_1/w_2.weight``
+                                                       ``[out, in, 1]`` -> ``[out, in]``
+relation keys of modules sgg does not build (object    reported as skipped, expected (PredCls object
+decoder / classifier in PredCls, PE-Net's              decoder / classifiers and averages, PE-Net's
+``linear_pred``, VCTree's second names of its          object branch in PredCls, ``linear_pred``,
+decoder embedding / classifier, ...)                   union branch without PREDICT_USE_VISION, ...)
+anything else, and mapped names the target model       reported as skipped and *unplaced*
 does not have (e.g. ``layer3.6..22`` of a ResNeXt-101
-converted for a ResNet-50 config)
+converted for a ResNet-50 config; another predictor
+or context than the config's; an attribute model's
+``att_feature_extractor``)
 =====================================================  =============================================
 
+For a relation model the detector keys land under ``detector.``, the report adds ``defaulted`` (model
+tensors SGB may lack, left as initialised: the Causal moving averages, which SGB registers only with
+``EFFECT_ANALYSIS``, and ``num_batches_tracked``) and ``reasons`` (why each relation key was
+skipped). ``MODEL.WEIGHT`` may name such a file: :func:`sgg.engine.loading.load_trained_model`
+(relation_test_net, Predictor) and :func:`sgg.modeling.pretrained.load_pretrained` (initialisation
+of training) convert it with :func:`sgg.modeling.pretrained.load_sgb_relation_checkpoint`, which
+raises :class:`UnplacedTensorsError` for unplaced tensors unless ``allow_unplaced``. SGB relation
+checkpoints carry no class names: they come from ``DATASETS.TRAIN[0]``.
+
 Unplaced tensors are weights the converted state dict would silently lose (usually a backbone of
-another depth than the config's): :func:`convert_checkpoint_file` refuses them
+another depth than the config's, or a relation head of another predictor): :func:`convert_checkpoint_file` refuses them
 (:class:`UnplacedTensorsError`, naming the count, examples and the config keys to set, nothing
 written) unless ``allow_unplaced`` (``--allow-unplaced``). ``optimizer`` / ``scheduler`` /
 ``iteration`` of the checkpoint dict are never read.
 
-No tensor needs re-laying out, only renaming (checked against both frameworks' code):
+No detector tensor needs re-laying out, only renaming (checked against both frameworks' code):
 
 * frozen batch norms: maskrcnn_benchmark's ``FrozenBatchNorm2d`` and torchvision's hold the same
   four buffers (``weight``, ``bias``, ``running_mean``, ``running_var``); maskrcnn_benchmark applies
@@ -120,7 +148,7 @@ SGB_COMPAT_OPTS: Tuple[str, ...] = (
 _MODULE = "module."
 # Key prefixes only maskrcnn_benchmark's detector has (sgg's modules are named differently).
 _SGB_MARKERS = ("backbone.body.stem.", "backbone.fpn.fpn_inner", "backbone.fpn.fpn_layer",
-                "roi_heads.box.feature_extractor.", "roi_heads.box.predictor.")
+                "roi_heads.box.feature_extractor.", "roi_heads.box.predictor.", "roi_heads.relation.")
 _SGB_IGNORED = ("rpn.anchor_generator.",)
 # Heads of SGB models that sgg's detector does not have: skipped, and expected to be.
 _SGB_EXPECTED_SKIPS = ("roi_heads.attribute.", "roi_heads.relation.")
@@ -309,38 +337,35 @@ def unplaced_fix(sgb_state: Mapping[str, torch.Tensor],
 
 def unplaced_message(source: str, unplaced: Sequence[str], sgb_state: Mapping[str, torch.Tensor],
                      sgg_model_state: Optional[Mapping[str, torch.Tensor]] = None, shown: int = 8) -> str:
-    """The error for tensors of ``source`` that have no place in the detector: the count, ``shown``
-    example keys and the fix (:func:`unplaced_fix`)."""
+    """The error for tensors of ``source`` that have no place in the target model: the count,
+    ``shown`` example keys and the fix (:func:`unplaced_fix`; for ``roi_heads.relation.*`` keys,
+    :func:`~sgg.checkpoint.sgb_relation.relation_unplaced_fix`)."""
+    from .sgb_relation import SGB_RELATION, is_relation_model_state, relation_unplaced_fix
+
     examples = ", ".join(unplaced[:shown]) + (f", ... ({len(unplaced) - shown} more)" if len(unplaced) > shown else "")
-    where = "the detector of the config" if sgg_model_state is not None else "sgg's detector (no known name)"
+    relation = is_relation_model_state(sgg_model_state)
+    if relation:
+        where = "the relation model of the config"
+    else:
+        where = "the detector of the config" if sgg_model_state is not None else "sgg's detector (no known name)"
+    fixes = []
+    rel = [k for k in unplaced if k.startswith(SGB_RELATION)]
+    if relation and rel:
+        fixes.append(relation_unplaced_fix(rel))
+    if len(rel) < len(unplaced):
+        det_target = sgg_model_state
+        if relation:
+            det_target = OrderedDict((k[len("detector."):], v) for k, v in sgg_model_state.items()
+                                     if k.startswith("detector."))
+        fixes.append(unplaced_fix(sgb_state, det_target))
     return (f"{len(unplaced)} tensors of {source} have no place in {where} and would be lost: {examples}. "
-            f"Fix: {unplaced_fix(sgb_state, sgg_model_state)}.")
+            f"Fix: {'; '.join(fixes)}.")
 
 
-def sgb_to_sgg_state_dict(sgb_state: Mapping[str, torch.Tensor],
-                          sgg_model_state: Optional[Mapping[str, torch.Tensor]] = None,
-                          ) -> Tuple["OrderedDict[str, torch.Tensor]", Dict[str, List]]:
-    """maskrcnn_benchmark detector state dict -> sgg detector state dict (module docstring).
-
-    Args:
-        sgb_state: SGB's state dict (or the whole checkpoint dict: its ``"model"`` is used);
-            ``module.`` prefixes are stripped. Tensors are passed through unchanged (no copy).
-        sgg_model_state: ``build_detector(cfg).state_dict()``: target names (e.g. the RPN conv's)
-            and shapes to check. None: names of this torchvision, no shape check, no ``missing``.
-
-    Returns:
-        ``(state, report)``: ``state`` with sgg's names; ``report`` =
-        ``{"mapped": [(sgb_key, sgg_key), ...], "skipped": [sgb_key, ...] (attribute / relation
-        heads, unknown keys, or keys the model does not have), "unplaced": [sgb_key, ...] (the
-        skipped keys other than the attribute / relation heads: weights the result loses),
-        "missing": [sgg_key, ...] (model keys the checkpoint does not give)}``. Anchor buffers
-        (``rpn.anchor_generator.*``) are dropped.
-
-    Raises:
-        CheckpointError: a tensor whose shape differs from the model's; the message names the SGB
-            key, the sgg key, both shapes and the config key to fix, for every such tensor.
-    """
-    state = _strip_module(_state_of(sgb_state))
+def _detector_state_dict(state: Mapping[str, torch.Tensor], sgg_model_state: Optional[Mapping[str, torch.Tensor]]
+                         ) -> Tuple["OrderedDict[str, torch.Tensor]", Dict[str, List], List[Tuple]]:
+    """The detector mapping of :func:`sgb_to_sgg_state_dict` (``state``: SGB names, no ``module.``);
+    also returns the shape mismatches ``[(sgb_key, sgg_key, checkpoint shape, model shape)]``."""
     if sgg_model_state is not None:
         own = set(sgg_model_state)
         rpn_conv = "rpn.head.conv.0.0" if "rpn.head.conv.0.0.weight" in own else "rpn.head.conv"
@@ -348,7 +373,7 @@ def sgb_to_sgg_state_dict(sgb_state: Mapping[str, torch.Tensor],
         rpn_conv = _torchvision_rpn_conv_prefix()
     rules = _sgb_rules(rpn_conv)
     out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
-    report: Dict[str, List] = {"mapped": [], "skipped": [], "unplaced": [], "missing": []}
+    report: Dict[str, List] = {"mapped": [], "skipped": [], "expected": [], "unplaced": [], "missing": []}
     mismatched, no_place = [], []
     for key, value in state.items():
         if key.startswith(_SGB_IGNORED):
@@ -356,7 +381,9 @@ def sgb_to_sgg_state_dict(sgb_state: Mapping[str, torch.Tensor],
         new = _apply(rules, key)
         if new is None:
             report["skipped"].append(key)
-            if not key.startswith(_SGB_EXPECTED_SKIPS):
+            if key.startswith(_SGB_EXPECTED_SKIPS):
+                report["expected"].append(key)
+            else:
                 report["unplaced"].append(key)
             continue
         if sgg_model_state is not None and new not in sgg_model_state:
@@ -371,16 +398,99 @@ def sgb_to_sgg_state_dict(sgb_state: Mapping[str, torch.Tensor],
                 continue
         out[new] = value
         report["mapped"].append((key, new))
-    if mismatched:
-        lines = "\n".join(f"  '{k}' -> '{n}': checkpoint {a}, sgg model {b}; fix: {_shape_hint(n, a, b)}"
-                          for k, n, a, b in mismatched)
-        raise CheckpointError(f"SGB checkpoint does not fit the sgg detector ({len(mismatched)} tensors "
-                              f"with other shapes):\n{lines}")
     if no_place:
         logger.warning("%d detector tensors of the SGB checkpoint have no place in the sgg model (e.g. %s): %s",
                        len(no_place), ", ".join(no_place[:3]), unplaced_fix(state, sgg_model_state))
     if sgg_model_state is not None:
         report["missing"] = [k for k in sgg_model_state if k not in out]
+    return out, report, mismatched
+
+
+def _raise_mismatched(mismatched: Sequence[Tuple], what: str) -> None:
+    from .sgb_relation import SGG_RELATION, relation_shape_hint
+
+    def hint(n: str, a, b) -> str:
+        if n.startswith(SGG_RELATION):
+            return relation_shape_hint(n)
+        return _shape_hint(n[len("detector."):] if n.startswith("detector.") else n, a, b)
+
+    lines = "\n".join(f"  '{k}' -> '{n}': checkpoint {a}, sgg model {b}; fix: {hint(n, a, b)}"
+                      for k, n, a, b in mismatched)
+    raise CheckpointError(f"SGB checkpoint does not fit the sgg {what} ({len(mismatched)} tensors "
+                          f"with other shapes):\n{lines}")
+
+
+def _relation_model_state_dict(state: Mapping[str, torch.Tensor], sgg_model_state: Mapping[str, torch.Tensor]
+                               ) -> Tuple["OrderedDict[str, torch.Tensor]", Dict[str, List]]:
+    """A whole SGB relation model -> sgg's two-stage relation model (``detector.*`` +
+    ``relation_head.*``); see :mod:`.sgb_relation`."""
+    from .sgb_relation import SGB_RELATION, SGG_DETECTOR, convert_relation_state, defaulted_keys
+
+    det_target = OrderedDict((k[len(SGG_DETECTOR):], v) for k, v in sgg_model_state.items()
+                             if k.startswith(SGG_DETECTOR))
+    det_source = OrderedDict((k, v) for k, v in state.items() if not k.startswith(SGB_RELATION))
+    det_out, det_report, det_bad = _detector_state_dict(det_source, det_target if det_target else None)
+    rel_out, rel_report, rel_bad = convert_relation_state(state, sgg_model_state)
+    mismatched = [(k, SGG_DETECTOR + n, a, b) for k, n, a, b in det_bad] + rel_bad
+    if mismatched:
+        _raise_mismatched(mismatched, "relation model")
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict((SGG_DETECTOR + k, v) for k, v in det_out.items())
+    out.update(rel_out)
+    # the detector path counts roi_heads.relation.* as expected skips: they are converted here instead
+    det_expected = [k for k in det_report["expected"] if not k.startswith(SGB_RELATION)]
+    det_skipped = [k for k in det_report["skipped"] if not k.startswith(SGB_RELATION)]
+    missing, defaulted = defaulted_keys([k for k in sgg_model_state if k not in out])
+    report: Dict[str, List] = {
+        "mapped": [(k, SGG_DETECTOR + n) for k, n in det_report["mapped"]] + rel_report["mapped"],
+        "expected": det_expected + rel_report["expected"],
+        "unplaced": det_report["unplaced"] + rel_report["unplaced"],
+        "missing": missing,
+        "defaulted": defaulted,
+        "reasons": rel_report["reasons"],
+    }
+    report["skipped"] = det_skipped + rel_report["expected"] + rel_report["unplaced"]
+    return out, report
+
+
+def sgb_to_sgg_state_dict(sgb_state: Mapping[str, torch.Tensor],
+                          sgg_model_state: Optional[Mapping[str, torch.Tensor]] = None,
+                          ) -> Tuple["OrderedDict[str, torch.Tensor]", Dict[str, List]]:
+    """maskrcnn_benchmark state dict -> sgg state dict (module docstring): a detector's, or, when
+    ``sgg_model_state`` is a two-stage relation model's (it has ``relation_head.*`` keys), a whole
+    SGB relation model's (detector under ``detector.``, ``roi_heads.relation.*`` under
+    ``relation_head.``; :mod:`sgg.checkpoint.sgb_relation`).
+
+    Args:
+        sgb_state: SGB's state dict (or the whole checkpoint dict: its ``"model"`` is used);
+            ``module.`` prefixes are stripped. Tensors are passed through unchanged (no copy), except
+            the few re-laid out (Transformer FFN weights: a view without the kernel dimension).
+        sgg_model_state: ``build_detector(cfg).state_dict()`` or ``build_sgg_model(...).state_dict()``:
+            target names (e.g. the RPN conv's) and shapes to check. None: a detector with the names of
+            this torchvision, no shape check, no ``missing``.
+
+    Returns:
+        ``(state, report)``: ``state`` with sgg's names; ``report`` =
+        ``{"mapped": [(sgb_key, sgg_key), ...], "skipped": [sgb_key, ...] (every key not converted),
+        "expected": [sgb_key, ...] (the skipped keys that are expected: heads / modules the target
+        does not build), "unplaced": [sgb_key, ...] (the other skipped keys: weights the result
+        loses), "missing": [sgg_key, ...] (model keys the checkpoint does not give)}``; a relation
+        model's report also has ``"defaulted"`` (model keys an SGB checkpoint may lack, left as
+        initialised: Causal moving averages, ``num_batches_tracked``) and ``"reasons"``
+        ``{sgb_key: why}`` for its skipped relation keys. Anchor buffers (``rpn.anchor_generator.*``)
+        are dropped.
+
+    Raises:
+        CheckpointError: a tensor whose shape differs from the model's; the message names the SGB
+            key, the sgg key, both shapes and the config key to fix, for every such tensor.
+    """
+    from .sgb_relation import is_relation_model_state
+
+    state = _strip_module(_state_of(sgb_state))
+    if is_relation_model_state(sgg_model_state):
+        return _relation_model_state_dict(state, sgg_model_state)
+    out, report, mismatched = _detector_state_dict(state, sgg_model_state)
+    if mismatched:
+        _raise_mismatched(mismatched, "detector")
     return out, report
 
 
@@ -433,19 +543,31 @@ def sgg_to_sgb_state_dict(sgg_detector_state: Mapping[str, torch.Tensor],
 
 
 def format_report(report: Mapping[str, List], source: str = "SGB checkpoint", max_keys: int = 50) -> str:
-    """Human-readable summary of a :func:`sgb_to_sgg_state_dict` report (counts, skipped and
-    missing keys, at most ``max_keys`` of each)."""
+    """Human-readable summary of a :func:`sgb_to_sgg_state_dict` report (counts; expected-skipped,
+    unplaced, missing and defaulted keys, at most ``max_keys`` of each, with the reason where known)."""
+    reasons = report.get("reasons") or {}
 
     def _keys(keys: Sequence[str]) -> str:
         more = f"\n    ... ({len(keys) - max_keys} more)" if len(keys) > max_keys else ""
-        return "".join(f"\n    {k}" for k in keys[:max_keys]) + more
+        return "".join(f"\n    {k}" + (f"  ({reasons[k]})" if k in reasons else "")
+                       for k in keys[:max_keys]) + more
 
+    expected = report.get("expected")
+    if expected is None:  # a report of an older caller: every skipped key not unplaced is expected
+        expected = [k for k in report["skipped"] if k not in set(report.get("unplaced", ()))]
+    unplaced = report.get("unplaced", [])
+    defaulted = report.get("defaulted", [])
     lines = [f"{source}: {len(report['mapped'])} tensors mapped, {len(report['skipped'])} skipped, "
-             f"{len(report['missing'])} missing"]
-    if report["skipped"]:
-        lines.append("  skipped (not converted):" + _keys(report["skipped"]))
+             f"{len(report['missing'])} missing (skipped: {len(expected)} expected, {len(unplaced)} unplaced"
+             + (f"; {len(defaulted)} left as initialised" if defaulted else "") + ")"]
+    if expected:
+        lines.append("  skipped, expected (modules the sgg model does not build):" + _keys(expected))
+    if unplaced:
+        lines.append("  skipped, UNPLACED (weights the sgg model loses):" + _keys(unplaced))
     if report["missing"]:
         lines.append("  missing (left as initialised):" + _keys(report["missing"]))
+    if defaulted:
+        lines.append("  not in the checkpoint, left as initialised as in SGB:" + _keys(defaulted))
     return "\n".join(lines)
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from sgg.checkpoint import LAST_CHECKPOINT, CheckpointError, Checkpointer, load_checkpoint_file, load_model_state
+from sgg.checkpoint.sgb import is_sgb_checkpoint
 from sgg.protocol import MODES, protocol_from_config
 from sgg.utils.device import resolve_device
 
@@ -130,7 +131,8 @@ def _with_protocol(cfg, protocol: Optional[str], device: Optional[Union[str, tor
 
 
 def load_trained_model(cfg, weights: str = "", *, device: Optional[Union[str, torch.device]] = None,
-                       protocol: Optional[str] = None, prefer_ema: bool = True) -> TrainedModel:
+                       protocol: Optional[str] = None, prefer_ema: bool = True,
+                       allow_unplaced: bool = False) -> TrainedModel:
     """The trained model of ``cfg`` from ``weights`` (a checkpoint file or a directory whose
     ``last_checkpoint`` names one; "" = ``MODEL.WEIGHT``), in eval mode on ``device`` (default
     ``MODEL.DEVICE``).
@@ -140,6 +142,10 @@ def load_trained_model(cfg, weights: str = "", *, device: Optional[Union[str, to
     training method's :meth:`~sgg.engine.methods.TrainingMethod.inference_config` applies (an STDG
     student reads RGB only). Every tensor of the model must come from the checkpoint; a two-stage
     checkpoint without detector tensors takes its detector from ``MODEL.PRETRAINED_DETECTOR_CKPT``.
+    A Scene-Graph-Benchmark / PE-Net relation checkpoint (maskrcnn_benchmark names, no metadata: the
+    class names come from ``DATASETS.TRAIN[0]``) is converted on the fly
+    (:func:`sgg.modeling.pretrained.load_sgb_relation_checkpoint`); its tensors without a place in
+    the model raise :class:`~sgg.checkpoint.sgb.UnplacedTensorsError` unless ``allow_unplaced``.
     Errors name the file and the keys.
     """
     from sgg.modeling.meta_arch import build_sgg_model
@@ -166,7 +172,16 @@ def load_trained_model(cfg, weights: str = "", *, device: Optional[Union[str, to
     statistics = {"obj_classes": classes, "rel_classes": predicates,
                   "predicate_counts": metadata.get("predicate_counts")}
     model = build_sgg_model(cfg, statistics, len(classes), len(predicates))
-    missing, _ = load_model_state(model, state, source=path)
+    if is_sgb_checkpoint(state):
+        from sgg.modeling.pretrained import load_sgb_relation_checkpoint
+
+        if not hasattr(model, "relation_head"):
+            raise CheckpointError(f"checkpoint {path} is a Scene-Graph-Benchmark (maskrcnn_benchmark) model: only "
+                                  f"two-stage relation models load it (MODEL.META_ARCHITECTURE)")
+        load_sgb_relation_checkpoint(model, state, f"SGB relation checkpoint {path}", allow_unplaced=allow_unplaced)
+        missing = []
+    else:
+        missing, _ = load_model_state(model, state, source=path)
     if missing and all(k.startswith("detector.") for k in missing) and hasattr(model, "detector"):
         if not cfg.MODEL.PRETRAINED_DETECTOR_CKPT:
             raise CheckpointError(
