@@ -1,5 +1,7 @@
-"""Checkpoints: writing and reading sgg's files (:mod:`.checkpointer`) and Scene-Graph-Benchmark's
-(:mod:`.sgb`, the maskrcnn_benchmark <-> sgg name mapping of detector checkpoints).
+"""Checkpoints: reading files (:mod:`.files`: verified loading, state dicts, loading into a model),
+writing and resuming sgg's (:mod:`.checkpointer`), and Scene-Graph-Benchmark's (:mod:`.sgb`, the
+maskrcnn_benchmark <-> sgg name mapping of detector checkpoints; :mod:`.sgb_relation`, of relation
+heads), which the Checkpointer converts when it loads one.
 
 A training checkpoint also carries what inference needs: the run's config (``"config"``, YAML) and
 the model's metadata (``"metadata"``: class and predicate names, protocol, meta-architecture, train

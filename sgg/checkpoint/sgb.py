@@ -109,7 +109,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .checkpointer import CheckpointError
+from .files import CheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -627,7 +627,7 @@ def convert_checkpoint_file(src: str, dst: str, *, reverse: bool = False,
     """
     from sgg.utils.io import atomic_torch_save
 
-    from .checkpointer import load_checkpoint_file
+    from .files import load_checkpoint_file
 
     if not os.path.isfile(src):
         raise FileNotFoundError(f"checkpoint file not found: '{src}'")

@@ -271,7 +271,7 @@ def test_truncated_checkpoint_with_checksum_is_a_checkpoint_error(tmp_path):
 def test_file_replaced_while_read_is_read_again(tmp_path, monkeypatch):
     """An evaluation reads model_best.pth while training replaces it (file, then checksum): the old
     file opened with the new digest is no corruption; the new file is read."""
-    from sgg.checkpoint import checkpointer as ckpt_mod
+    from sgg.checkpoint import files as ckpt_mod  # where load_checkpoint_file reads the sidecar
 
     model, ck = _checkpointer(tmp_path)
     ck.save_model("model_best", iteration=1)
