@@ -8,7 +8,8 @@ Each cell trains in its own OUTPUT_DIR (<output>/<predictor>-<protocol>-<method>
 plus the overrides; a finished cell is not re-run (re-running the command continues the zoo), an
 interrupted one resumes from its last checkpoint. The table (R@K, mR@K, F@K, zR@K, training time)
 goes to <output>/zoo_table.md (and is printed), the cells to zoo_results.json, the R@50 / mR@50
-plot to zoo_plot.png.
+plot to zoo_plot.png. PredCls tables end with the frequency prior on the same test split (the
+baseline every predictor has to beat; --no-baseline leaves it out).
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ def parse_args(argv=None, prog=None):
     p.add_argument("--test-split", default=None, help="split of the reported metrics (default DATASETS.TEST[0])")
     p.add_argument("--nproc", type=int, default=1, help="processes per cell (torchrun)")
     p.add_argument("--stop-on-failure", action="store_true", help="stop at the first failed cell")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="leave out the frequency-prior row (added to PredCls tables by default)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="overrides for every cell: KEY VALUE ...")
     return p.parse_args(argv)
 
@@ -47,7 +50,8 @@ def main(argv=None, prog=None) -> int:
     for name in args.predictors:
         RELATION_PREDICTOR_REGISTRY.get(name)  # an unknown name fails now, naming the known ones
     cells = run_zoo(args.config_file, args.output, args.predictors, args.protocols, args.methods, opts=args.opts,
-                    test_split=args.test_split, nproc=args.nproc, keep_going=not args.stop_on_failure)
+                    test_split=args.test_split, nproc=args.nproc, keep_going=not args.stop_on_failure,
+                    baseline=not args.no_baseline)
     print(format_zoo_table(cells), end="")
     print(f"table: {args.output}/zoo_table.md, plot: {args.output}/zoo_plot.png")
     return 1 if any(c.status == "failed" for c in cells) else 0

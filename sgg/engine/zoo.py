@@ -32,6 +32,7 @@ __all__ = ["METHODS", "ZooCell", "format_zoo_table", "run_zoo", "zoo_cells"]
 METHODS = {"plain": ("MODEL.HML.ENABLED", "False"), "hml": ("MODEL.HML.ENABLED", "True")}
 CELL_FILE = "zoo_cell.json"
 _KS = (20, 50, 100)
+_KEPT = [f"{k}@{n}" for k in ("R", "mR", "F", "zR", "ng-R", "ng-mR") for n in _KS]
 
 
 @dataclass
@@ -88,20 +89,21 @@ def _test_metrics(cell_dir: str, test_split: str) -> Dict[str, Any]:
         raise FileNotFoundError(f"{path}: the run ended without test metrics (see {cell_dir}/zoo.log)")
     with open(path) as f:
         m = json.load(f)
-    keep = [f"{k}@{n}" for k in ("R", "mR", "F", "zR", "ng-R", "ng-mR") for n in _KS]
-    return {k: m[k] for k in keep if k in m}
+    return {k: m[k] for k in _KEPT if k in m}
 
 
 def run_zoo(config_file: str, out_dir: str, predictors: Sequence[str], protocols: Sequence[str] = ("predcls",),
             methods: Sequence[str] = ("plain",), opts: Sequence[str] = (), test_split: Optional[str] = None,
             nproc: int = 1, runner: Optional[Callable[[str, Sequence[str], str, int], int]] = None,
-            keep_going: bool = True) -> List[ZooCell]:
+            keep_going: bool = True, baseline: bool = True) -> List[ZooCell]:
     """Run every cell not finished yet (module docstring); returns the cells with their metrics.
 
     ``opts``: overrides for every cell (``KEY VALUE ...``). ``test_split``: the split whose metrics
     the table reports (default: the config's first DATASETS.TEST). ``runner(config_file, opts,
     log_file, nproc) -> exit code`` runs one training (default: a ``sgg relation_train_net``
-    subprocess). A failed cell is reported and, with ``keep_going``, the next one runs."""
+    subprocess). A failed cell is reported and, with ``keep_going``, the next one runs. With
+    ``baseline`` and PredCls among the protocols, the table ends with the frequency prior on the
+    same split (:func:`frequency_prior_cell`)."""
     from sgg.config import load_config
 
     cfg = load_config(config_file, list(opts))
@@ -136,8 +138,43 @@ def run_zoo(config_file: str, out_dir: str, predictors: Sequence[str], protocols
         cell.status = "done"
         atomic_write_text(done_file, json.dumps({"metrics": cell.metrics, "train_seconds": cell.train_seconds,
                                                  "cell": cell.name}, indent=1))
+    if baseline and "predcls" in protocols:
+        cells.append(frequency_prior_cell(config_file, out_dir, opts, test_split))
     write_zoo_report(cells, out_dir)
     return cells
+
+
+#: the reference row of PredCls tables (what every predictor has to beat)
+PRIOR_CELL = ZooCell("FrequencyPrior", "predcls", "none")
+
+
+def frequency_prior_cell(config_file: str, out_dir: str, opts: Sequence[str] = (),
+                         test_split: Optional[str] = None) -> ZooCell:
+    """The frequency prior (``sgg.evaluation.baselines``: the train split's most frequent predicate
+    per object-class pair, no training) scored like a cell on the same PredCls test split, in
+    ``<out_dir>/FrequencyPrior-predcls-none`` (kept like a finished cell; ``train_seconds`` is its
+    scoring time)."""
+    from sgg.config import load_config
+    from sgg.evaluation.baselines import run_baselines
+
+    cell = ZooCell(PRIOR_CELL.predictor, PRIOR_CELL.protocol, PRIOR_CELL.method)
+    cell_dir = os.path.join(out_dir, cell.name)
+    done_file = os.path.join(cell_dir, CELL_FILE)
+    if os.path.isfile(done_file):
+        with open(done_file) as f:
+            saved = json.load(f)
+        cell.metrics, cell.train_seconds, cell.status = saved["metrics"], saved["train_seconds"], "skipped"
+        return cell
+    os.makedirs(cell_dir, exist_ok=True)
+    cfg = load_config(config_file, [*opts, "OUTPUT_DIR", cell_dir])
+    start = time.perf_counter()
+    metrics = run_baselines(cfg, ["frequency_prior"], split_name=test_split)["frequency_prior"]
+    cell.train_seconds = time.perf_counter() - start
+    cell.metrics = {k: v for k, v in metrics.items() if k in _KEPT}
+    cell.status = "done"
+    atomic_write_text(done_file, json.dumps({"metrics": cell.metrics, "train_seconds": cell.train_seconds,
+                                             "cell": cell.name}, indent=1))
+    return cell
 
 
 def format_zoo_table(cells: Sequence[ZooCell]) -> str:

@@ -45,7 +45,8 @@ def test_cells_and_their_overrides(data_root, tmp_path):
     cells = run_zoo(cfg, str(tmp_path / "zoo"), ["MotifPredictor", "IMPPredictor"], ["predcls", "sgdet"],
                     ["plain", "hml"], opts=["SOLVER.MAX_ITER", "2"], runner=_fake_runner(calls))
     assert [c.name for c in cells] == [f"{p}-{m}-{h}" for p in ("MotifPredictor", "IMPPredictor")
-                                       for m in ("predcls", "sgdet") for h in ("plain", "hml")]
+                                       for m in ("predcls", "sgdet") for h in ("plain", "hml")] + \
+        ["FrequencyPrior-predcls-none"]
     assert all(c.status == "done" for c in cells) and len(calls) == 8
     first, sgdet_hml = calls[0], calls[3]
     assert first["SOLVER.MAX_ITER"] == "2" and first["MODEL.ROI_RELATION_HEAD.PREDICTOR"] == "MotifPredictor"
@@ -58,6 +59,15 @@ def test_cells_and_their_overrides(data_root, tmp_path):
     table = (tmp_path / "zoo" / "zoo_table.md").read_text()
     assert "| MotifPredictor | predcls | hml | 20.00 / 40.00 / 50.00 | - / 10.00 / - |" in table
     assert (tmp_path / "zoo" / "zoo_plot.png").stat().st_size > 0
+    # the last row: the frequency prior scored on the same test split, as run_baselines scores it
+    from sgg.config import load_config
+    from sgg.evaluation.baselines import run_baselines
+
+    ref = run_baselines(load_config(cfg, ["OUTPUT_DIR", str(tmp_path / "ref")]), ["frequency_prior"],
+                        split_name=TEST_SPLIT)["frequency_prior"]
+    prior = cells[-1]
+    assert prior.metrics["R@50"] == ref["R@50"] and prior.metrics["mR@50"] == ref["mR@50"] > 0
+    assert f"| FrequencyPrior | predcls | none | {100 * ref['R@20']:.2f} / {100 * ref['R@50']:.2f}" in table
 
     # re-running: finished cells are not re-run, their numbers come back from zoo_cell.json
     again = []
@@ -71,14 +81,15 @@ def test_a_failed_cell_is_reported_and_rerun_next_time(data_root, tmp_path):
     cfg = write_config_yaml(str(tmp_path / "base.yaml"), data_root, str(tmp_path / "unused"))
     calls = []
     cells = run_zoo(cfg, str(tmp_path / "zoo"), ["MotifPredictor"], ["predcls", "sgcls"],
-                    runner=_fake_runner(calls, fail={"MotifPredictor-predcls-plain"}))
+                    runner=_fake_runner(calls, fail={"MotifPredictor-predcls-plain"}), baseline=False)
     assert [c.status for c in cells] == ["failed", "done"]
     assert "| MotifPredictor | predcls | plain | failed |" in format_zoo_table(cells)
     with pytest.raises(RuntimeError, match="MotifPredictor-predcls-plain failed with exit code 3"):
         run_zoo(cfg, str(tmp_path / "zoo"), ["MotifPredictor"], ["predcls"],
                 runner=_fake_runner([], fail={"MotifPredictor-predcls-plain"}), keep_going=False)
     later = []
-    cells = run_zoo(cfg, str(tmp_path / "zoo"), ["MotifPredictor"], ["predcls", "sgcls"], runner=_fake_runner(later))
+    cells = run_zoo(cfg, str(tmp_path / "zoo"), ["MotifPredictor"], ["predcls", "sgcls"], runner=_fake_runner(later),
+                    baseline=False)
     assert [os.path.basename(c["OUTPUT_DIR"]) for c in later] == ["MotifPredictor-predcls-plain"]
     assert [c.status for c in cells] == ["done", "skipped"]
 
