@@ -954,20 +954,8 @@ def _validate_coco_json(root: str, check_images: bool, depth_dir: Optional[str],
             report.add(severity, "empty split", ds.annotation_file, f"{split} split:", f"has no image: {reason[0]}",
                        reason[1])
         jobs.extend((fn, (int(i["height"]), int(i["width"]))) for fn, i in zip(ds.filenames, ds.img_info))
-    total = len(jobs)
-    if max_images is not None and max_images >= 0:
-        jobs = jobs[: int(max_images)]
-        if len(jobs) < total:
-            report.notes.append(f"checked the files of {len(jobs)} of {total} images (max_images)")
-    report.summary["images_checked"] = 0
-    if check_images and jobs:
-        results = _run_parallel(_check_one_image, jobs, int(workers) if workers else min(8, os.cpu_count() or 1),
-                                progress, "images")
-        report.summary["images_checked"] = len(results)
-        for (path, _), res in zip(jobs, results):
-            if res is not None:
-                report.add("error", res[0], path, "", res[1].replace("image_data.json", "the json"),
-                           _IMAGE_FIX[res[0]].replace("image_data.json", f"the split's {coco_json.ANNOTATION_FILE}"))
+    _check_split_images(report, jobs, check_images, max_images, workers, progress, "the json",
+                        f"the split's {coco_json.ANNOTATION_FILE}")
     return report
 
 
@@ -1027,6 +1015,16 @@ def _validate_by_loading(fmt: str, root: str, check_images: bool, max_images: Op
                        reason[1])
         jobs.extend((fn, (int(i["height"]), int(i["width"]))) for fn, i in zip(ds.filenames, ds.img_info))
     jobs = list(dict.fromkeys(jobs))  # val may be a subset of test (gqa200)
+    _check_split_images(report, jobs, check_images, max_images, workers, progress, "the annotation file",
+                        "the image's size in the annotation file")
+    return report
+
+
+def _check_split_images(report: ValidationReport, jobs: List[tuple], check_images: bool, max_images: Optional[int],
+                        workers: Optional[int], progress: bool, message_file: str, fix_file: str) -> None:
+    """Decode the images of ``jobs`` ((path, (height, width)) of the one-file-per-split formats),
+    at most ``max_images``; each problem an error naming the image (``message_file`` / ``fix_file``
+    name where the expected size comes from)."""
     total = len(jobs)
     if max_images is not None and max_images >= 0:
         jobs = jobs[: int(max_images)]
@@ -1039,6 +1037,5 @@ def _validate_by_loading(fmt: str, root: str, check_images: bool, max_images: Op
         report.summary["images_checked"] = len(results)
         for (path, _), res in zip(jobs, results):
             if res is not None:
-                report.add("error", res[0], path, "", res[1].replace("image_data.json", "the annotation file"),
-                           _IMAGE_FIX[res[0]].replace("image_data.json", "the image's size in the annotation file"))
-    return report
+                report.add("error", res[0], path, "", res[1].replace("image_data.json", message_file),
+                           _IMAGE_FIX[res[0]].replace("image_data.json", fix_file))

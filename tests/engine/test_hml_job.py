@@ -9,7 +9,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "modeling"))
 
-from two_stage_fixtures import make_synthvg, tiny_config  # noqa: E402
+from two_stage_fixtures import TINY_TRANSFORMER_OPTS, make_synthvg, tiny_config  # noqa: E402
 
 HML = ["MODEL.HML.ENABLED", "True", "MODEL.HML.HIERARCHY", "dataset", "MODEL.HML.FISHER_BATCHES", "2",
        "MODEL.USE_CONFIDENCE", "False", "MODEL.DISTILL_TEMPERATURE", "2", "SOLVER.LAMBDA_FOR_PARAM", "1.0",
@@ -98,12 +98,7 @@ def test_hml_runs_in_sgcls_and_sgdet(mode, data_root, tmp_path):
 _PREDICTOR_OPTS = {
     "IMPPredictor": [],
     "VCTreePredictor": [],
-    "TransformerPredictor": ["MODEL.ROI_RELATION_HEAD.TRANSFORMER.OBJ_LAYER", "1",
-                             "MODEL.ROI_RELATION_HEAD.TRANSFORMER.REL_LAYER", "1",
-                             "MODEL.ROI_RELATION_HEAD.TRANSFORMER.NUM_HEAD", "2",
-                             "MODEL.ROI_RELATION_HEAD.TRANSFORMER.KEY_DIM", "4",
-                             "MODEL.ROI_RELATION_HEAD.TRANSFORMER.VAL_DIM", "4",
-                             "MODEL.ROI_RELATION_HEAD.TRANSFORMER.INNER_DIM", "16"],
+    "TransformerPredictor": TINY_TRANSFORMER_OPTS,
     "PENetPredictor": [],
     "CausalAnalysisPredictor": [],
 }

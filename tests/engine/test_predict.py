@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.join(REPO, "tests", "modeling"))
 from test_one_stage import onestage_opts  # noqa: E402
 from two_stage_fixtures import (  # noqa: E402
     DATASET,
+    TINY_TRANSFORMER_OPTS,
     make_synthvg,
     subprocess_env,
     tiny_config,
@@ -516,12 +517,7 @@ def test_training_run_writes_training_curves(two_stage, tmp_path):
 _TINY_PREDICTOR_OPTS = {
     "IMPPredictor": [],
     "VCTreePredictor": [],
-    "TransformerPredictor": ["MODEL.ROI_RELATION_HEAD.TRANSFORMER.OBJ_LAYER", "1",
-                             "MODEL.ROI_RELATION_HEAD.TRANSFORMER.REL_LAYER", "1",
-                             "MODEL.ROI_RELATION_HEAD.TRANSFORMER.NUM_HEAD", "2",
-                             "MODEL.ROI_RELATION_HEAD.TRANSFORMER.KEY_DIM", "4",
-                             "MODEL.ROI_RELATION_HEAD.TRANSFORMER.VAL_DIM", "4",
-                             "MODEL.ROI_RELATION_HEAD.TRANSFORMER.INNER_DIM", "16"],
+    "TransformerPredictor": TINY_TRANSFORMER_OPTS,
     "PENetPredictor": [],
     "CausalAnalysisPredictor": ["MODEL.ROI_RELATION_HEAD.CAUSAL.EFFECT_ANALYSIS", "True",
                                 "MODEL.ROI_RELATION_HEAD.CAUSAL.EFFECT_TYPE", "TDE"],

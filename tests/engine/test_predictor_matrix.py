@@ -17,7 +17,13 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests", "modeling"))
 sys.path.insert(0, HERE)
 
-from two_stage_fixtures import DATASET, make_synthvg, subprocess_env, write_config_yaml  # noqa: E402
+from two_stage_fixtures import (  # noqa: E402
+    DATASET,
+    TINY_TRANSFORMER_OPTS,
+    make_synthvg,
+    subprocess_env,
+    write_config_yaml,
+)
 from test_relation_scripts import free_port, run_tool  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -27,12 +33,7 @@ PREDICTORS = {
     "MotifPredictor": [],
     "IMPPredictor": [],
     "VCTreePredictor": [],
-    "TransformerPredictor": ["MODEL.ROI_RELATION_HEAD.TRANSFORMER.OBJ_LAYER", "1",
-                             "MODEL.ROI_RELATION_HEAD.TRANSFORMER.REL_LAYER", "1",
-                             "MODEL.ROI_RELATION_HEAD.TRANSFORMER.NUM_HEAD", "2",
-                             "MODEL.ROI_RELATION_HEAD.TRANSFORMER.KEY_DIM", "4",
-                             "MODEL.ROI_RELATION_HEAD.TRANSFORMER.VAL_DIM", "4",
-                             "MODEL.ROI_RELATION_HEAD.TRANSFORMER.INNER_DIM", "16"],
+    "TransformerPredictor": TINY_TRANSFORMER_OPTS,
     "PENetPredictor": ["MODEL.ROI_RELATION_HEAD.PENET.MLP_DIM", "16"],
     "CausalAnalysisPredictor": [],
 }

@@ -13,6 +13,15 @@ DATASET = "synthvg_tiny"
 PROTOCOLS = ("predcls", "sgcls", "sgdet")
 
 
+#: TransformerPredictor at tiny sizes (its SGB sizes are config keys)
+TINY_TRANSFORMER_OPTS = ["MODEL.ROI_RELATION_HEAD.TRANSFORMER.OBJ_LAYER", "1",
+                         "MODEL.ROI_RELATION_HEAD.TRANSFORMER.REL_LAYER", "1",
+                         "MODEL.ROI_RELATION_HEAD.TRANSFORMER.NUM_HEAD", "2",
+                         "MODEL.ROI_RELATION_HEAD.TRANSFORMER.KEY_DIM", "4",
+                         "MODEL.ROI_RELATION_HEAD.TRANSFORMER.VAL_DIM", "4",
+                         "MODEL.ROI_RELATION_HEAD.TRANSFORMER.INNER_DIM", "16"]
+
+
 def make_synthvg(root: str, num_images: int = 24, seed: int = 0, **overrides) -> str:
     """``root/synthvg_tiny`` (the catalog maps ``synthvg_tiny_{train,val,test}`` to it); returns root."""
     from sgg.data.synthvg import generate_synthvg
