@@ -116,10 +116,7 @@ def run_zoo(config_file: str, out_dir: str, predictors: Sequence[str], protocols
     for cell in cells:
         cell_dir = os.path.join(out_dir, cell.name)
         done_file = os.path.join(cell_dir, CELL_FILE)
-        if os.path.isfile(done_file):
-            with open(done_file) as f:
-                saved = json.load(f)
-            cell.metrics, cell.train_seconds, cell.status = saved["metrics"], saved["train_seconds"], "skipped"
+        if _load_done(cell, done_file):
             logger.info("zoo: %s already done (%s), not re-run", cell.name, done_file)
             continue
         os.makedirs(cell_dir, exist_ok=True)
@@ -135,9 +132,7 @@ def run_zoo(config_file: str, out_dir: str, predictors: Sequence[str], protocols
             logger.error(msg)
             continue
         cell.metrics = _test_metrics(cell_dir, test_split)
-        cell.status = "done"
-        atomic_write_text(done_file, json.dumps({"metrics": cell.metrics, "train_seconds": cell.train_seconds,
-                                                 "cell": cell.name}, indent=1))
+        _save_done(cell, done_file)
     if baseline and "predcls" in protocols:
         cells.append(frequency_prior_cell(config_file, out_dir, opts, test_split))
     write_zoo_report(cells, out_dir)
@@ -160,10 +155,7 @@ def frequency_prior_cell(config_file: str, out_dir: str, opts: Sequence[str] = (
     cell = ZooCell(PRIOR_CELL.predictor, PRIOR_CELL.protocol, PRIOR_CELL.method)
     cell_dir = os.path.join(out_dir, cell.name)
     done_file = os.path.join(cell_dir, CELL_FILE)
-    if os.path.isfile(done_file):
-        with open(done_file) as f:
-            saved = json.load(f)
-        cell.metrics, cell.train_seconds, cell.status = saved["metrics"], saved["train_seconds"], "skipped"
+    if _load_done(cell, done_file):
         return cell
     os.makedirs(cell_dir, exist_ok=True)
     cfg = load_config(config_file, [*opts, "OUTPUT_DIR", cell_dir])
@@ -171,10 +163,25 @@ def frequency_prior_cell(config_file: str, out_dir: str, opts: Sequence[str] = (
     metrics = run_baselines(cfg, ["frequency_prior"], split_name=test_split)["frequency_prior"]
     cell.train_seconds = time.perf_counter() - start
     cell.metrics = {k: v for k, v in metrics.items() if k in _KEPT}
+    _save_done(cell, done_file)
+    return cell
+
+
+def _load_done(cell: ZooCell, done_file: str) -> bool:
+    """Fill ``cell`` from its ``zoo_cell.json`` (status "skipped"); False when it has none."""
+    if not os.path.isfile(done_file):
+        return False
+    with open(done_file) as f:
+        saved = json.load(f)
+    cell.metrics, cell.train_seconds, cell.status = saved["metrics"], saved["train_seconds"], "skipped"
+    return True
+
+
+def _save_done(cell: ZooCell, done_file: str) -> None:
+    """Mark ``cell`` done and write its ``zoo_cell.json`` (what makes a re-run skip it)."""
     cell.status = "done"
     atomic_write_text(done_file, json.dumps({"metrics": cell.metrics, "train_seconds": cell.train_seconds,
                                              "cell": cell.name}, indent=1))
-    return cell
 
 
 def format_zoo_table(cells: Sequence[ZooCell]) -> str:
