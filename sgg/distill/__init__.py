@@ -49,6 +49,7 @@ from .hml import (
     stage1_file,
     stage_config,
     stage_iterations,
+    stage_steps,
     training_loss,
     validate_hml_config,
 )

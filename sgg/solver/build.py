@@ -134,6 +134,9 @@ def build_lr_scheduler(cfg: CN, optimizer: torch.optim.Optimizer):
     kind = s.SCHEDULE.TYPE
     warm = dict(warmup_factor=s.WARMUP_FACTOR, warmup_iters=s.WARMUP_ITERS, warmup_method=s.WARMUP_METHOD)
     if kind == "WarmupMultiStepLR":
+        if s.STEPS and min(s.STEPS) >= s.MAX_ITER:
+            logger.warning("SOLVER.STEPS %s are all >= SOLVER.MAX_ITER %d: the learning rate never decays in "
+                           "this run. Put the steps below MAX_ITER to decay it.", tuple(s.STEPS), s.MAX_ITER)
         return WarmupMultiStepLR(optimizer, s.STEPS, s.GAMMA, **warm)
     if kind == "WarmupReduceLROnPlateau":
         return WarmupReduceLROnPlateau(optimizer, s.SCHEDULE.FACTOR, patience=s.SCHEDULE.PATIENCE,

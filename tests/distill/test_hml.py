@@ -39,9 +39,11 @@ from sgg.distill import (
     snapshot,
     stage_config,
     stage_iterations,
+    stage_steps,
     validate_hml_config,
 )
 from sgg.modeling.relation import MotifPredictor, RelationHead
+from sgg.solver import build_lr_scheduler
 from sgg.structures import Boxes, Instances
 
 SEED_HML_OPTS = [
@@ -93,6 +95,34 @@ def test_stage_iterations_and_configs(tmp_path):
     cfg = load_config(opts=["SOLVER.MAX_ITER", "40", "MODEL.HML.STAGE", "2", "MODEL.HML.STAGE1_DIR", "elsewhere"])
     assert stage_iterations(cfg) == (0, 40)
     assert stage_config(cfg, 1).OUTPUT_DIR == "elsewhere"
+
+
+def test_stage_configs_scale_the_lr_steps_into_each_stage():
+    # one command, 400 iterations split 200 / 200: the plain schedule's steps (300, 380) become
+    # (150, 190) in each stage, so both stages end decayed as the plain run does
+    cfg = load_config(opts=["SOLVER.MAX_ITER", "400", "SOLVER.STEPS", "(300, 380)", "MODEL.HML.ENABLED", "True"])
+    assert stage_steps(cfg, 200) == (150, 190)
+    c1, c2 = stage_config(cfg, 1), stage_config(cfg, 2)
+    assert tuple(c1.SOLVER.STEPS) == tuple(c2.SOLVER.STEPS) == (150, 190)
+    assert tuple(cfg.SOLVER.STEPS) == (300, 380)
+    # an uneven split: 0.3 of 1000 -> 300 / 700; steps (600, 900) -> (180, 270) and (420, 630)
+    cfg = load_config(opts=["SOLVER.MAX_ITER", "1000", "SOLVER.STEPS", "(600, 900)", "MODEL.HML.ENABLED", "True",
+                            "MODEL.HML.STAGE1_ITER_FRACTION", "0.3", "SOLVER.SCHEDULE.TYPE", "WarmupMultiStepLR",
+                            "SOLVER.WARMUP_ITERS", "10"])
+    assert tuple(stage_config(cfg, 1).SOLVER.STEPS) == (180, 270)
+    assert tuple(stage_config(cfg, 2).SOLVER.STEPS) == (420, 630)
+    # the decayed rate at the end of each stage equals the plain run's at its end
+    model = torch.nn.Linear(2, 2)
+    for c in (cfg, stage_config(cfg, 1), stage_config(cfg, 2)):
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        sched = build_lr_scheduler(c, opt)
+        for _ in range(c.SOLVER.MAX_ITER - 1):
+            opt.step()
+            sched.step()
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.01)  # GAMMA 0.1, both steps passed
+    # a stage-only command owns its MAX_ITER: its steps are taken as given
+    cfg = load_config(opts=["SOLVER.MAX_ITER", "400", "SOLVER.STEPS", "(300, 380)", "MODEL.HML.STAGE", "2"])
+    assert tuple(stage_config(cfg, 2).SOLVER.STEPS) == (300, 380)
 
 
 # ----------------------------------------------------------------------------- hierarchy

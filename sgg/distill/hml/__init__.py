@@ -62,7 +62,7 @@ from .heads import (
 from .hierarchy import HIERARCHY_FILE, IGNORE_INDEX, PredicateHierarchy, build_hierarchy
 from .losses import DISTILL_TYPES, HMLRelationLoss, ParameterAnchoring, PredictionDistillation, class_balanced_weights
 from .stage_files import STAGE1_FILE, Stage1State, load_stage1, save_stage1, stage1_dir, stage1_file
-from .stages import confidence_from_metrics, stage_config, stage_iterations, validate_hml_config
+from .stages import confidence_from_metrics, stage_config, stage_iterations, stage_steps, validate_hml_config
 
 from . import distillation, fisher, heads, hierarchy, losses, stage_files, stages  # noqa: E402
 

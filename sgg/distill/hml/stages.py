@@ -19,6 +19,7 @@ __all__ = [
     "confidence_from_metrics",
     "stage_config",
     "stage_iterations",
+    "stage_steps",
     "validate_hml_config",
 ]
 
@@ -61,10 +62,22 @@ def stage_iterations(cfg: CN) -> Tuple[int, int]:
     return n1, n - n1
 
 
+def stage_steps(cfg: CN, stage_iters: int) -> Tuple[int, ...]:
+    """SOLVER.STEPS of one stage when MODEL.HML.STAGE 0 splits SOLVER.MAX_ITER: each step scaled
+    by ``stage_iters / MAX_ITER``, so both stages follow the decay of the plain schedule they
+    share a budget with (steps (300, 380) of 400 iterations -> (150, 190) for a 200-iteration
+    stage). Unscaled steps would all lie beyond a stage's end: its learning rate would never
+    decay and the stage would end at the full base LR."""
+    n = int(cfg.SOLVER.MAX_ITER)
+    return tuple(int(round(int(s) * stage_iters / n)) for s in cfg.SOLVER.STEPS)
+
+
 def stage_config(cfg: CN, stage: int) -> CN:
     """A frozen copy of ``cfg`` for one stage's trainer: SOLVER.MAX_ITER = the stage's iterations
     (:func:`stage_iterations`) and OUTPUT_DIR = :func:`stage1_dir` for stage 1 (stage 2 keeps
-    OUTPUT_DIR), so each stage checkpoints and resumes in its own folder."""
+    OUTPUT_DIR), so each stage checkpoints and resumes in its own folder. When STAGE 0 splits the
+    budget, SOLVER.STEPS are scaled into the stage (:func:`stage_steps`); STAGE 1 / 2 commands
+    own their whole MAX_ITER and keep STEPS as given."""
     n1, n2 = stage_iterations(cfg)
     out = cfg.clone()
     out.defrost()
@@ -75,6 +88,8 @@ def stage_config(cfg: CN, stage: int) -> CN:
         out.SOLVER.MAX_ITER = n2
     else:
         raise ValueError(f"HML stages are 1 and 2, got {stage}")
+    if int(cfg.MODEL.HML.STAGE) == 0:
+        out.SOLVER.STEPS = stage_steps(cfg, out.SOLVER.MAX_ITER)
     out.freeze()
     return out
 
