@@ -33,7 +33,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Optional
 
 import torch
@@ -54,7 +53,7 @@ from .files import (  # noqa: F401  (re-exported: the names of this module befor
     unwrap_model,
     load_model_state,
 )
-from .sgb import format_report, is_sgb_checkpoint, sgb_to_sgg_state_dict
+from .sgb import is_sgb_checkpoint, load_sgb_relation_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +174,8 @@ class Checkpointer:
         return path
 
     def load(self, path: str, *, model_only: bool = False, restore_rng: bool = False,
-             load_mapping: Optional[Mapping[str, str]] = None, prefer_ema: bool = False) -> Dict[str, Any]:
+             load_mapping: Optional[Mapping[str, str]] = None, prefer_ema: bool = False,
+             allow_unplaced: bool = False) -> Dict[str, Any]:
         """Load ``path`` (a file, or a directory -> its last checkpoint).
 
         Loads the model and, unless ``model_only``, every checkpointable present in the file.
@@ -183,7 +183,10 @@ class Checkpointer:
         (``SOLVER.EMA_DECAY`` > 0: the weights validation used), else its ``model`` weights.
         Returns what is left of the file (``iteration``, ``rng_states``, extras) plus ``path`` and
         ``restored`` (names of the checkpointables restored). With ``restore_rng`` this rank's RNG
-        state is restored too.
+        state is restored too. A Scene-Graph-Benchmark / PE-Net file (maskrcnn_benchmark names) is
+        converted and loaded strictly by :func:`~sgg.checkpoint.sgb.load_sgb_relation_checkpoint`:
+        its tensors without a place in the model are an error unless ``allow_unplaced``, model
+        tensors it lacks always are.
         """
         path = self.resolve(path)
         logger.info("loading checkpoint %s%s", path, " (model weights only)" if model_only else "")
@@ -196,11 +199,10 @@ class Checkpointer:
             logger.info("using the EMA weights of %s (%d updates)", path, int(ema.get("updates", 0)))
             weights = ema["model"]
         if is_sgb_checkpoint(weights):  # a Scene-Graph-Benchmark / PE-Net file: maskrcnn_benchmark names
-            weights, report = sgb_to_sgg_state_dict(
-                OrderedDict((k[len("module."):] if k.startswith("module.") else k, v) for k, v in weights.items()),
-                self.model.state_dict())
-            logger.info("%s", format_report(report, f"SGB checkpoint '{path}'"))
-        load_model_state(self.model, weights, load_mapping=load_mapping, source=path)
+            load_sgb_relation_checkpoint(self.model, weights, f"SGB checkpoint '{path}'",
+                                         allow_unplaced=allow_unplaced)
+        else:
+            load_model_state(self.model, weights, load_mapping=load_mapping, source=path)
         if model_only:
             return {}
         restored = []

@@ -49,9 +49,10 @@ For a relation model the detector keys land under ``detector.``, the report adds
 tensors SGB may lack, left as initialised: the Causal moving averages, which SGB registers only with
 ``EFFECT_ANALYSIS``, and ``num_batches_tracked``) and ``reasons`` (why each relation key was
 skipped). ``MODEL.WEIGHT`` may name such a file: :func:`sgg.engine.loading.load_trained_model`
-(relation_test_net, Predictor) and :func:`sgg.modeling.pretrained.load_pretrained` (initialisation
-of training) convert it with :func:`sgg.modeling.pretrained.load_sgb_relation_checkpoint`, which
-raises :class:`UnplacedTensorsError` for unplaced tensors unless ``allow_unplaced``. SGB relation
+(relation_test_net, Predictor) and ``Checkpointer.load`` (the initialisation of training, HML's
+stages included) convert it with :func:`load_sgb_relation_checkpoint`, which raises
+:class:`UnplacedTensorsError` for unplaced tensors unless ``allow_unplaced`` and
+:class:`~sgg.checkpoint.CheckpointError` for model tensors the file lacks. SGB relation
 checkpoints carry no class names: they come from ``DATASETS.TRAIN[0]``.
 
 Unplaced tensors are weights the converted state dict would silently lose (usually a backbone of
@@ -109,7 +110,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .files import CheckpointError
+from .files import CheckpointError, load_model_state
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ __all__ = [
     "convert_checkpoint_file",
     "format_report",
     "is_sgb_checkpoint",
+    "load_sgb_relation_checkpoint",
     "sgb_convention_mismatches",
     "sgb_to_sgg_state_dict",
     "sgg_to_sgb_state_dict",
@@ -665,4 +667,41 @@ def convert_checkpoint_file(src: str, dst: str, *, reverse: bool = False,
             + f" Nothing was written to '{dst}'; to write the partial file anyway pass allow_unplaced=True "
               f"(--allow-unplaced).", report["unplaced"])
     atomic_torch_save({"model": out}, dst, checksum=True)
+    return report
+
+
+def load_sgb_relation_checkpoint(model: nn.Module, state: Dict[str, torch.Tensor], source: str = "SGB checkpoint",
+                                 allow_unplaced: bool = False) -> Dict[str, List]:
+    """Load a whole Scene-Graph-Benchmark / PE-Net relation model (maskrcnn_benchmark names: the
+    detector and ``roi_heads.relation.*``; a checkpoint dict or its state dict, ``module.`` allowed)
+    into sgg's two-stage relation ``model``, converted by
+    :func:`~sgg.checkpoint.sgb.sgb_to_sgg_state_dict` (:mod:`sgg.checkpoint.sgb_relation`).
+
+    Keys of modules the sgg model does not build (e.g. the object decoder in PredCls, PE-Net's
+    ``linear_pred``) are reported as expected skips. Raises
+    :class:`~sgg.checkpoint.sgb.UnplacedTensorsError` when other tensors have no place in the model
+    (another predictor, context, or option than the config's), unless ``allow_unplaced`` (then a
+    warning); :class:`~sgg.checkpoint.CheckpointError` for a shape mismatch (naming the keys and both
+    shapes) or model tensors the checkpoint lacks (except the ones SGB may lack: the report's
+    ``defaulted``). Returns the report (logged).
+    """
+    inner = state.get("model") if isinstance(state.get("model"), dict) else state
+    state = OrderedDict((k[len("module."):] if k.startswith("module.") else k, v) for k, v in inner.items())
+    own = model.state_dict()
+    converted, report = sgb_to_sgg_state_dict(state, own)
+    logger.info("%s", format_report(report, source))
+    if report["unplaced"]:
+        msg = unplaced_message(source, report["unplaced"], state, own)
+        if not allow_unplaced:
+            raise UnplacedTensorsError(msg + " Nothing was loaded; pass allow_unplaced=True to load the rest "
+                                             "anyway.", report["unplaced"])
+        logger.warning("%s", msg)
+    if report["missing"]:
+        shown = ", ".join(report["missing"][:10]) + (
+            f", ... ({len(report['missing']) - 10} more)" if len(report["missing"]) > 10 else "")
+        raise CheckpointError(f"{source} lacks {len(report['missing'])} tensors of the model built from this "
+                              f"config ({shown}): is it a checkpoint of this config's predictor and protocol?")
+    load_model_state(model, converted, source=source)
+    for fix in sgb_convention_mismatches(getattr(model, "detector", model)):
+        logger.warning("%s is an SGB (maskrcnn_benchmark) model; for its numbers set %s", source, fix)
     return report

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from sgg.checkpoint import LAST_CHECKPOINT, CheckpointError, Checkpointer, load_checkpoint_file, load_model_state
-from sgg.checkpoint.sgb import is_sgb_checkpoint
+from sgg.checkpoint.sgb import is_sgb_checkpoint, load_sgb_relation_checkpoint
 from sgg.protocol import MODES, protocol_from_config
 from sgg.utils.device import resolve_device
 
@@ -144,7 +144,7 @@ def load_trained_model(cfg, weights: str = "", *, device: Optional[Union[str, to
     checkpoint without detector tensors takes its detector from ``MODEL.PRETRAINED_DETECTOR_CKPT``.
     A Scene-Graph-Benchmark / PE-Net relation checkpoint (maskrcnn_benchmark names, no metadata: the
     class names come from ``DATASETS.TRAIN[0]``) is converted on the fly
-    (:func:`sgg.modeling.pretrained.load_sgb_relation_checkpoint`); its tensors without a place in
+    (:func:`sgg.checkpoint.sgb.load_sgb_relation_checkpoint`); its tensors without a place in
     the model raise :class:`~sgg.checkpoint.sgb.UnplacedTensorsError` unless ``allow_unplaced``.
     Errors name the file and the keys.
     """
@@ -173,8 +173,6 @@ def load_trained_model(cfg, weights: str = "", *, device: Optional[Union[str, to
                   "predicate_counts": metadata.get("predicate_counts")}
     model = build_sgg_model(cfg, statistics, len(classes), len(predicates))
     if is_sgb_checkpoint(state):
-        from sgg.modeling.pretrained import load_sgb_relation_checkpoint
-
         if not hasattr(model, "relation_head"):
             raise CheckpointError(f"checkpoint {path} is a Scene-Graph-Benchmark (maskrcnn_benchmark) model: only "
                                   f"two-stage relation models load it (MODEL.META_ARCHITECTURE)")

@@ -12,10 +12,11 @@ that initialise a model BEFORE training are read here, by :func:`load_pretrained
   (:func:`load_backbone_weights`; torchvision-layout ResNets, or timm's own file handling).
 * ``GLOVE_DIR``: the GloVe class-name embeddings of predictors that have them
   (``word_vector_specs`` / ``set_word_vectors``; :mod:`sgg.modeling.relation.word_vectors`).
-* ``MODEL.WEIGHT`` naming a Scene-Graph-Benchmark / PE-Net *relation* checkpoint (maskrcnn_benchmark
-  names): the whole two-stage model starts from it, converted by
-  :func:`load_sgb_relation_checkpoint`, after the three above (sgg's own checkpoints in
-  ``MODEL.WEIGHT`` are loaded by the trainer, ``Checkpointer.resume_or_load``).
+
+``MODEL.WEIGHT`` is not read here: the trainer loads it after this step when there is nothing to
+resume (``Checkpointer.resume_or_load``), sgg's own checkpoints and Scene-Graph-Benchmark / PE-Net
+relation checkpoints alike (the latter converted strictly by
+:func:`~sgg.checkpoint.sgb.load_sgb_relation_checkpoint`, re-exported here).
 
 Only local files are read; nothing is downloaded. Loading consumes no random numbers, so a model
 built and then loaded equals one whose constructor had read the files.
@@ -30,14 +31,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from sgg.checkpoint import CheckpointError, Checkpointer, load_model_state, read_state_dict
+from sgg.checkpoint import Checkpointer, load_model_state, read_state_dict
 from sgg.checkpoint.sgb import (
-    UnplacedTensorsError,
     format_report,
     is_sgb_checkpoint,
+    load_sgb_relation_checkpoint,
     sgb_convention_mismatches,
     sgb_to_sgg_state_dict,
-    unplaced_message,
 )
 
 logger = logging.getLogger(__name__)
@@ -122,43 +122,6 @@ def load_detector_checkpoint(model: nn.Module, path: str, prefix: str = "") -> D
             "format": "sgg"}
 
 
-def load_sgb_relation_checkpoint(model: nn.Module, state: Dict[str, torch.Tensor], source: str = "SGB checkpoint",
-                                 allow_unplaced: bool = False) -> Dict[str, List]:
-    """Load a whole Scene-Graph-Benchmark / PE-Net relation model (maskrcnn_benchmark names: the
-    detector and ``roi_heads.relation.*``; a checkpoint dict or its state dict, ``module.`` allowed)
-    into sgg's two-stage relation ``model``, converted by
-    :func:`~sgg.checkpoint.sgb.sgb_to_sgg_state_dict` (:mod:`sgg.checkpoint.sgb_relation`).
-
-    Keys of modules the sgg model does not build (e.g. the object decoder in PredCls, PE-Net's
-    ``linear_pred``) are reported as expected skips. Raises
-    :class:`~sgg.checkpoint.sgb.UnplacedTensorsError` when other tensors have no place in the model
-    (another predictor, context, or option than the config's), unless ``allow_unplaced`` (then a
-    warning); :class:`~sgg.checkpoint.CheckpointError` for a shape mismatch (naming the keys and both
-    shapes) or model tensors the checkpoint lacks (except the ones SGB may lack: the report's
-    ``defaulted``). Returns the report (logged).
-    """
-    inner = state.get("model") if isinstance(state.get("model"), dict) else state
-    state = OrderedDict((k[len("module."):] if k.startswith("module.") else k, v) for k, v in inner.items())
-    own = model.state_dict()
-    converted, report = sgb_to_sgg_state_dict(state, own)
-    logger.info("%s", format_report(report, source))
-    if report["unplaced"]:
-        msg = unplaced_message(source, report["unplaced"], state, own)
-        if not allow_unplaced:
-            raise UnplacedTensorsError(msg + " Nothing was loaded; pass allow_unplaced=True to load the rest "
-                                             "anyway.", report["unplaced"])
-        logger.warning("%s", msg)
-    if report["missing"]:
-        shown = ", ".join(report["missing"][:10]) + (
-            f", ... ({len(report['missing']) - 10} more)" if len(report["missing"]) > 10 else "")
-        raise CheckpointError(f"{source} lacks {len(report['missing'])} tensors of the model built from this "
-                              f"config ({shown}): is it a checkpoint of this config's predictor and protocol?")
-    load_model_state(model, converted, source=source)
-    for fix in sgb_convention_mismatches(getattr(model, "detector", model)):
-        logger.warning("%s is an SGB (maskrcnn_benchmark) model; for its numbers set %s", source, fix)
-    return report
-
-
 def load_backbone_weights(backbone: nn.Module, path: str, key: str = "MODEL.BACKBONE.WEIGHTS") -> None:
     """ImageNet weights from the local file ``path`` into ``backbone`` (``key`` names the setting in
     errors). timm backbones (``body.timm_name``): timm builds its pretrained copy of the same model
@@ -232,12 +195,6 @@ def load_pretrained(model: nn.Module, cfg) -> Dict[str, Any]:
         cache = cfg.OUTPUT_DIR if cfg.MODEL.ROI_RELATION_HEAD.WORD_VECTOR_CACHE else None
         if load_pretrained_word_vectors(model.relation_head.predictor, cfg.GLOVE_DIR, cache):
             done["word_vectors"] = cfg.GLOVE_DIR
-        weight = cfg.MODEL.WEIGHT
-        if weight and os.path.isfile(weight):
-            state = read_state_dict(weight, "MODEL.WEIGHT")
-            if is_sgb_checkpoint(state):
-                load_sgb_relation_checkpoint(model, state, f"SGB relation checkpoint '{weight}' (MODEL.WEIGHT)")
-                done["sgb_relation"] = weight
     elif isinstance(model, OneStageSGG):
         if cfg.MODEL.ONESTAGE.BACKBONE_WEIGHTS:
             load_backbone_weights(model.net.backbone, cfg.MODEL.ONESTAGE.BACKBONE_WEIGHTS,

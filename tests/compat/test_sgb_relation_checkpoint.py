@@ -410,18 +410,27 @@ def test_model_weight_for_test_and_as_initialisation(tmp_path):
     assert trained.class_names == classes
     run_eval(trained.model, "sgcls")
 
+    # training: the load step leaves MODEL.WEIGHT alone (read once, by the trainer's Checkpointer)
     torch.manual_seed(7)
     fresh = build_sgg_model(cfg, None, len(classes), len(predicates))
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
     done = load_pretrained(fresh, cfg)
-    assert done["sgb_relation"] == path
+    assert path not in done.values()
+    assert all(torch.equal(fresh.state_dict()[k], before[k]) for k in expect if k.startswith("relation_head."))
+
+    # ... whose load converts the SGB file as load_trained_model does, with the same strictness
+    from sgg.checkpoint import CheckpointError, Checkpointer
+    from sgg.checkpoint.sgb import UnplacedTensorsError
+
+    Checkpointer(fresh, str(tmp_path / "ck")).load(path, model_only=True)
     own = fresh.state_dict()
     assert all(torch.equal(own[k], v) for k, v in expect.items())
-
-    # the trainer's own load of MODEL.WEIGHT (Checkpointer.load) converts the SGB file the same way
-    from sgg.checkpoint import Checkpointer
-
-    torch.manual_seed(8)
-    again = build_sgg_model(cfg, None, len(classes), len(predicates))
-    Checkpointer(again, str(tmp_path / "ck")).load(path, model_only=True)
-    own = again.state_dict()
-    assert all(torch.equal(own[k], v) for k, v in expect.items())
+    extra = dict(state, **{"roi_heads.relation.predictor.not_a_layer.weight": torch.zeros(3)})
+    torch.save({"model": extra}, str(tmp_path / "extra.pth"))
+    with pytest.raises(UnplacedTensorsError, match="not_a_layer"):
+        Checkpointer(fresh).load(str(tmp_path / "extra.pth"), model_only=True)
+    Checkpointer(fresh).load(str(tmp_path / "extra.pth"), model_only=True, allow_unplaced=True)
+    lacking = {k: v for k, v in state.items() if "rel_compress" not in k}
+    torch.save({"model": lacking}, str(tmp_path / "lacking.pth"))
+    with pytest.raises(CheckpointError, match="lacks .*rel_compress"):
+        Checkpointer(fresh).load(str(tmp_path / "lacking.pth"), model_only=True)

@@ -60,6 +60,19 @@ def test_hml_both_stages_then_stage2_alone(data_root, tmp_path):
     rows = [r for r in _rows(out2 / "metrics.json") if "loss_anchor" in r]
     assert rows and rows[-1]["iteration"] == hml.stage_iterations(cfg2)[1]
 
+    # stage 2 starts as stage 1 did: MODEL.WEIGHT (here with a shifted frozen detector tensor)
+    # first, then the stage-1 relation head over it
+    ckpt = torch.load(str(out / "model_final.pth"), map_location="cpu", weights_only=False)
+    key = next(k for k in ckpt["model"] if k.startswith("detector.backbone.") and k.endswith("weight"))
+    weights = {"model": {k: v + 1.0 if k == key else v for k, v in ckpt["model"].items()}}
+    torch.save(weights, str(tmp_path / "init.pth"))
+    out3 = tmp_path / "stage2_from_weight"
+    cfg3 = tiny_config(data_root, out3, "predcls", *HML, "MODEL.HML.STAGE", "2", "SOLVER.MAX_ITER", "1",
+                       "MODEL.HML.STAGE1_DIR", str(out / "stage1"), "MODEL.WEIGHT", str(tmp_path / "init.pth"))
+    assert train_relation(cfg3)["state"] == "completed"
+    final = torch.load(str(out3 / "model_final.pth"), map_location="cpu", weights_only=False)["model"]
+    assert torch.equal(final[key], weights["model"][key])
+
 
 def test_stage2_starts_at_stage1_weights(data_root, tmp_path):
     """At the first stage-2 step the anchoring penalty is ~0 (theta == theta*)."""

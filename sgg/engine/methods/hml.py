@@ -13,6 +13,7 @@ import logging
 import os
 from typing import Any, Dict
 
+from sgg.checkpoint import Checkpointer
 from sgg.utils import comm
 
 from ..common import (build_relation_model, evaluate_split, test_after_training, train_loader_fn, unwrap,
@@ -86,6 +87,9 @@ class HMLTraining(TrainingMethod):
 
         st = hml.load_stage1(s1_dir)
         model, train_dataset, stats = build_relation_model(cfg)
+        if cfg.MODEL.WEIGHT and not (resume and Checkpointer(model, cfg.OUTPUT_DIR).has_checkpoint()):
+            # stage 2 starts as stage 1 did (MODEL.WEIGHT: sgg's or SGB's), then takes stage 1's head
+            Checkpointer(model).load(cfg.MODEL.WEIGHT, model_only=True)
         if not cfg.MODEL.HML.FRESH_INIT_STAGE2:
             hml.init_from_stage1(model, st)
         hml_loss = hml.HMLLoss.from_config(cfg, model, st, stats["predicate_counts"])
