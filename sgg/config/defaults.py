@@ -229,6 +229,10 @@ _C.TEST.RELATION.IOU_THRESHOLD = 0.5
 _C.TEST.RELATION.REQUIRE_OVERLAP = False
 _C.TEST.RELATION.LATER_NMS_PREDICTION_THRES = 0.5
 _C.TEST.RELATION.SYNC_GATHER = True
+# PE-Net's rel_nms evaluation of PredCls/SGCls (any predictor; SGDet ignores it): per-predicate
+# greedy NMS over pairs whose subject and object boxes overlap (IoU >= this, same classes), then
+# ranking by rel score x subject score squared. PE-Net's README numbers used 0.6; 0 = off (SGB).
+_C.TEST.RELATION.REL_NMS = 0.0
 
 # ---------------------------------------------------------------------------------------------
 # Misc

@@ -19,6 +19,7 @@ from .oi_eval import (OIEvaluator, OIImageRecord, evaluate_oi_records, evaluate_
 from .report import (format_metrics, format_report, format_summary_table, is_oi_metrics,
                      plot_per_predicate_recall, predicate_order,
                      write_json, write_report)
+from .rel_nms import rel_nms
 from .sgbench import (SgbenchFileError, evaluate_sgbench_predictions, export_sgbench,
                       load_sgbench_predictions)
 from .sgg_eval import (DEFAULT_KS, MODES, NG_TOPK, ImageRecord, box_iou_plus1, evaluate_records,
@@ -30,7 +31,8 @@ __all__ = [
     "SceneGraphEvaluator", "box_iou_plus1", "coco_box_ap", "evaluate_detection",
     "evaluate_predictions_file", "evaluate_records", "evaluate_relations", "format_metrics", "format_report",
     "format_summary_table", "is_oi_metrics", "load_predictions", "make_record", "metric_keys", "order_records",
-    "plot_per_predicate_recall", "predicate_order", "records_box_ap", "save_predictions", "stable_topk_desc",
+    "plot_per_predicate_recall", "predicate_order", "records_box_ap", "rel_nms", "save_predictions",
+    "stable_topk_desc",
     "write_json", "write_report", "zeroshot_mask",
     "OIEvaluator", "OIImageRecord", "evaluate_oi_records", "evaluate_oi_relations", "format_oi_report",
     "make_oi_record", "SgbenchFileError", "evaluate_sgbench_predictions", "export_sgbench",

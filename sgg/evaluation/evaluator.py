@@ -13,8 +13,8 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 from sgg.utils import comm
 from .detection import records_box_ap
-from .sgg_eval import (DEFAULT_KS, ImageRecord, check_ks, check_mode, check_not_empty, evaluate_records,
-                       get_field, make_record)
+from .sgg_eval import (DEFAULT_KS, ImageRecord, check_ks, check_mode, check_not_empty, check_rel_nms_thresh,
+                       evaluate_records, get_field, make_record)
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,10 @@ class SceneGraphEvaluator:
         predicate_names: P names (or P+1 with the background first), copied into the result.
         class_names: object class names (background first) or the number of classes; when given,
             ``evaluate`` also reports box AP (``AP50``, ``AP``) as SGB does.
+        rel_nms_thresh: PE-Net's ``rel_nms`` evaluation of PredCls/SGCls with this IoU threshold
+            (TEST.RELATION.REL_NMS; PE-Net used 0.6; SGDet ignores it); 0 (default) = off, SGB's
+            evaluation. See :mod:`sgg.evaluation.sgg_eval`. A subclass with its own
+            ``_make_record`` (the Open Images evaluator) does not support it: a ValueError.
 
     ``process(groundtruths, predictions)``: lists (or one of each) of per-image GT and
     prediction mappings/objects, see :func:`~sgg.evaluation.sgg_eval.make_record`. The image id
@@ -59,8 +63,13 @@ class SceneGraphEvaluator:
     def __init__(self, mode: str, num_predicates: int, zeroshot_triplets: Any = None,
                  iou_threshold: float = 0.5, ks: Sequence[int] = DEFAULT_KS,
                  predicate_names: Optional[Sequence[str]] = None,
-                 class_names: Union[Sequence[str], int, None] = None):
+                 class_names: Union[Sequence[str], int, None] = None, rel_nms_thresh: float = 0.0):
         self.mode = check_mode(mode)
+        self.rel_nms_thresh = check_rel_nms_thresh(rel_nms_thresh)
+        if self.rel_nms_thresh > 0 and type(self)._make_record is not SceneGraphEvaluator._make_record:
+            raise ValueError(f"{type(self).__name__} does not support rel_nms (rel_nms_thresh="
+                             f"{self.rel_nms_thresh}, TEST.RELATION.REL_NMS): it is an option of the VG "
+                             f"metrics (SceneGraphEvaluator); set it to 0")
         self.num_predicates = int(num_predicates)
         self.zeroshot_triplets = zeroshot_triplets
         self.iou_threshold = float(iou_threshold)
@@ -90,7 +99,8 @@ class SceneGraphEvaluator:
 
     def _make_record(self, gt: Any, pred: Any, image_id: int) -> ImageRecord:
         """The compact record of one image (what is gathered and scored)."""
-        return make_record(gt, pred, self.mode, self.ks, image_id=image_id, num_predicates=self.num_predicates)
+        return make_record(gt, pred, self.mode, self.ks, image_id=image_id, num_predicates=self.num_predicates,
+                           rel_nms_thresh=self.rel_nms_thresh)
 
     def gather_records(self) -> List[ImageRecord]:
         """All ranks' records on rank 0, ordered by image id (other ranks: ``[]``).

@@ -15,6 +15,20 @@ its quirks (see ``specs/evaluation.md``):
   equal scores is unspecified). We use a fixed order: descending score, ties broken by ascending
   flat index ``row * P + (predicate - 1)``, i.e. ``np.argsort(-scores.ravel(), kind='stable')``.
 
+Option ``rel_nms_thresh > 0`` (PE-Net's evaluation, ``TEST.RELATION.REL_NMS``; PredCls and SGCls
+only, SGDet ignores it): before matching, the graph-constrained list is relabelled by
+:func:`~sgg.evaluation.rel_nms.rel_nms` (IoU threshold ``rel_nms_thresh``, PE-Net used 0.6) and
+re-sorted by ``score * subj_score * subj_score`` (the subject score SQUARED, PE-Net's quirk, kept;
+in PredCls the object scores are 1). A pair whose every predicate was suppressed keeps label 0
+(background, never a match) with its background probability as score, as in PE-Net. R@K, mR@K,
+zR@K (and A@K) use the re-sorted list; the ng metrics do not change (raw ``rel_scores``).
+
+* rel_nms ties: PE-Net re-sorted with ``np.argsort(-x)`` (unstable, so its order among equal
+  scores is unspecified); we use ``np.argsort(-x, kind='stable')`` (ties keep the given
+  ``rel_pairs`` order).
+* rel_nms A@K: PE-Net zipped the re-sorted ``pred_to_gt`` with the "pair is a GT pair" flags of
+  the ORIGINAL order (a mismatch bug); here A@K uses the re-sorted order for both (FIXED).
+
 The work is split in two steps so that a streaming evaluator only keeps O(K + G + R) numbers per
 image, never the M x (P+1) score matrix:
 
@@ -41,6 +55,8 @@ import numpy as np
 
 from sgg.protocol import MODES, check_mode  # noqa: F401  (MODES: re-exported by sgg.evaluation)
 from sgg.structures.iou import box_iou_plus1  # lives with the other box helpers; re-exported here
+
+from .rel_nms import rel_nms
 
 logger = logging.getLogger(__name__)
 
@@ -152,11 +168,12 @@ class ImageRecord:
     ``gt_rels int32[R,3]`` (subj idx, obj idx, predicate 1..P).
     Predicted objects, as given (the PredCls override is applied when scoring):
     ``boxes float32[N,4]``, ``labels int32[N]``, ``scores float32[N]``.
-    Graph-constrained candidates: ``rel_rows int64[m]`` = positions in the given ``rel_pairs``
-    order (ascending); they are the first ``max(ks)`` rows, plus (PredCls/SGCls) the first
-    ``max(ks)`` rows whose pair is a GT pair (for A@K). ``rel_pairs int32[m,2]``,
-    ``rel_labels int32[m]`` (1 + argmax of ``rel_scores[:, 1:]``), ``rel_label_scores
-    float32[m]`` (its score).
+    Graph-constrained candidates: ``rel_rows int64[m]`` = positions in the candidate order
+    (ascending): the given ``rel_pairs`` order, or with rel_nms (PredCls/SGCls) the re-sorted
+    order; they are the first ``max(ks)`` rows, plus (PredCls/SGCls) the first ``max(ks)`` rows
+    whose pair is a GT pair (for A@K). ``rel_pairs int32[m,2]``, ``rel_labels int32[m]`` (1 +
+    argmax of ``rel_scores[:, 1:]``; with rel_nms its label, 0 for a fully suppressed pair),
+    ``rel_label_scores float32[m]`` (its score).
     No-graph-constraint candidates, best first: ``ng_pairs int32[k,2]``, ``ng_labels int32[k]``,
     ``ng_scores float32[k]`` (object-pair score x predicate score), ``k <= max(100, max(ks))``.
     ``num_pred_rels`` = M, the number of predicted pairs before truncation (M == 0: skipped).
@@ -224,19 +241,30 @@ def _pred_array(prediction: Any, name: str, dtype: Any) -> np.ndarray:
     return np.zeros(0, dtype=dtype) if value is None else to_numpy(value)
 
 
+def check_rel_nms_thresh(rel_nms_thresh: float) -> float:
+    """``rel_nms_thresh`` as a float in [0, 1] (0 = off), else a ValueError."""
+    value = float(rel_nms_thresh)
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise ValueError(f"rel_nms_thresh must be in [0, 1] (0 = off; PE-Net used 0.6), got {rel_nms_thresh!r}")
+    return value
+
+
 def make_record(groundtruth: Any, prediction: Any, mode: str, ks: Sequence[int] = DEFAULT_KS,
                 image_id: Optional[int] = None,
-                num_predicates: Optional[int] = None) -> ImageRecord:
+                num_predicates: Optional[int] = None,
+                rel_nms_thresh: float = 0.0) -> ImageRecord:
     """Reduce one image to its compact :class:`ImageRecord` (see the module docstring).
 
     ``groundtruth``: mapping/object with ``boxes [G,4]``, ``labels [G]``, ``relations [R,3]``
     (and optionally ``image_id``). ``prediction``: ``boxes [N,4]``, ``labels [N]``,
     ``scores [N]``, ``rel_pairs [M,2]`` sorted by triplet score (descending), ``rel_scores
     [M,P+1]`` (column 0 = background). numpy arrays or torch tensors. ``num_predicates``, when
-    given, is checked against ``rel_scores``' width.
+    given, is checked against ``rel_scores``' width. ``rel_nms_thresh > 0``: PE-Net's rel_nms
+    evaluation of PredCls/SGCls (module docstring; ignored in SGDet); 0 (default) = off.
     """
     check_mode(mode)
     ks = check_ks(ks)
+    rel_nms_thresh = check_rel_nms_thresh(rel_nms_thresh)
     k_max = max(ks)
     if image_id is None:
         image_id = get_field(groundtruth, "image_id", get_field(prediction, "image_id", -1))
@@ -294,19 +322,34 @@ def make_record(groundtruth: Any, prediction: Any, mode: str, ks: Sequence[int] 
     if rel_pairs.min() < 0 or rel_pairs.max() >= num_objs:
         raise ValueError(f"image {image_id}: rel_pairs index an object outside 0..{num_objs - 1}")
 
+    use_rel_nms = rel_nms_thresh > 0 and mode != "sgdet"
+    if use_rel_nms:
+        # PE-Net: relabel with rel_nms (PredCls: on the GT objects, as its evaluator replaces
+        # them), then re-sort by score * subj * subj (subject score squared: PE-Net's quirk)
+        nms_boxes, nms_classes = (gt_boxes, gt_labels) if mode == "predcls" else (boxes, labels)
+        nms_labels, nms_scores = rel_nms(nms_boxes, nms_classes, rel_pairs, rel_scores, rel_nms_thresh)
+        subj_scores = obj_scores[rel_pairs[:, 0]]
+        order = np.argsort(-(nms_scores * subj_scores * subj_scores), kind="stable")
+        cand_pairs = rel_pairs[order]
+    else:
+        cand_pairs = rel_pairs
     if mode == "sgdet":
         rows = np.arange(min(num_rels, k_max))
     else:
         keep = np.zeros(num_rels, dtype=bool)
         keep[:k_max] = True
-        keep[np.flatnonzero(_pair_in_gt(rel_pairs, gt_rels))[:k_max]] = True
+        keep[np.flatnonzero(_pair_in_gt(cand_pairs, gt_rels))[:k_max]] = True
         rows = np.flatnonzero(keep)
-    sel_scores = rel_scores[rows, 1:]
-    rel_labels = sel_scores.argmax(1)
     record.rel_rows = rows.astype(np.int64)
-    record.rel_pairs = rel_pairs[rows].astype(np.int32)
-    record.rel_labels = (rel_labels + 1).astype(np.int32)
-    record.rel_label_scores = sel_scores[np.arange(len(rows)), rel_labels].astype(np.float32)
+    record.rel_pairs = cand_pairs[rows].astype(np.int32)
+    if use_rel_nms:
+        record.rel_labels = nms_labels[order[rows]].astype(np.int32)
+        record.rel_label_scores = nms_scores[order[rows]].astype(np.float32)
+    else:
+        sel_scores = rel_scores[rows, 1:]
+        rel_labels = sel_scores.argmax(1)
+        record.rel_labels = (rel_labels + 1).astype(np.int32)
+        record.rel_label_scores = sel_scores[np.arange(len(rows)), rel_labels].astype(np.float32)
 
     ng_rows, ng_labels, ng_scores = ng_topk(rel_pairs, rel_scores, obj_scores, ng_topk_for(ks))
     record.ng_pairs = rel_pairs[ng_rows].astype(np.int32)
@@ -450,8 +493,9 @@ def evaluate_records(records: Sequence[ImageRecord], mode: str, num_predicates: 
         pairs = [rec.rel_pairs, rec.ng_pairs]
         preds = [rec.rel_labels, rec.ng_labels]
         if need_acc:
-            # A@K: the GT-pair rows in order; the first max(ks) of them are stored, so their
-            # ranks in the filtered list are exact up to K
+            # A@K: the GT-pair rows in order (with rel_nms: the re-sorted order, for the flags
+            # too); the first max(ks) of them are stored, so their ranks in the filtered list
+            # are exact up to K
             keep = _pair_in_gt(rec.rel_pairs, gt_rels)
             n_keep = int(keep.sum())
             segments.append((m + k, m + k + n_keep, None))
@@ -519,7 +563,8 @@ def evaluate_records(records: Sequence[ImageRecord], mode: str, num_predicates: 
 def evaluate_relations(groundtruths: Sequence[Any], predictions: Sequence[Any], mode: str,
                        num_predicates: int, zeroshot_triplets: Any = None,
                        iou_threshold: float = 0.5, ks: Sequence[int] = DEFAULT_KS,
-                       predicate_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+                       predicate_names: Optional[Sequence[str]] = None,
+                       rel_nms_thresh: float = 0.0) -> Dict[str, Any]:
     """Relation metrics of per-image GT / prediction dicts (same order, same length).
 
     GT: ``boxes float[G,4]`` xyxy original pixels, ``labels int[G]``, ``relations int[R,3]``
@@ -527,14 +572,17 @@ def evaluate_relations(groundtruths: Sequence[Any], predictions: Sequence[Any], 
     ``scores [N]``, ``rel_pairs [M,2]`` (sorted by triplet score, descending), ``rel_scores
     [M,P+1]``. numpy or torch. ``zeroshot_triplets``: int ``[Z,3]`` (subj class, obj class,
     predicate) or None (then no zR keys). See :func:`evaluate_records` for the keys. Empty lists
-    are a ValueError (no image: the recalls would be NaN).
+    are a ValueError (no image: the recalls would be NaN). ``rel_nms_thresh``: see
+    :func:`make_record` (0 = off).
     """
     if len(groundtruths) != len(predictions):
         raise ValueError(f"{len(groundtruths)} ground truths but {len(predictions)} predictions")
     check_not_empty(len(groundtruths), "evaluate_relations")
     check_mode(mode)
     ks = check_ks(ks)
-    records = [make_record(g, p, mode, ks, image_id=i, num_predicates=num_predicates)
+    rel_nms_thresh = check_rel_nms_thresh(rel_nms_thresh)
+    records = [make_record(g, p, mode, ks, image_id=i, num_predicates=num_predicates,
+                           rel_nms_thresh=rel_nms_thresh)
                for i, (g, p) in enumerate(zip(groundtruths, predictions))]
     return evaluate_records(records, mode, num_predicates, zeroshot_triplets=zeroshot_triplets,
                             iou_threshold=iou_threshold, ks=ks, predicate_names=predicate_names)

@@ -65,8 +65,13 @@ Reference quirks (what this module does with each):
 * ``rel_nms`` (PE-Net's evaluation in PredCls/SGCls, from RU-Net/HL-Net: a per-predicate greedy
   NMS over pairs with overlapping subject AND object boxes of the same classes, IoU 0.6, then
   ranking by ``rel score * subject score * subject score``, the subject score SQUARED instead of
-  subject times object) is evaluation-side post-processing: NOT implemented here (the README
-  numbers of PredCls/SGCls use it; in PredCls the object scores are 1, so only the NMS matters).
+  subject times object) is evaluation-side post-processing, so it is not in this module: it is
+  the evaluator option ``TEST.RELATION.REL_NMS 0.6`` (any predictor; 0 = off, SGB's evaluation;
+  :func:`sgg.evaluation.rel_nms.rel_nms`, ``SceneGraphEvaluator(rel_nms_thresh=...)``). The README
+  numbers of PredCls/SGCls use it (in PredCls the object scores are 1, so only the NMS matters).
+  Kept: the subject score squared, background for a pair whose every predicate is suppressed.
+  FIXED: A@K uses the re-sorted order for its GT-pair flags too (PE-Net zipped the re-sorted
+  matches with the original order's flags).
 * The subject is the SECOND half of ``post_emb`` and the object the first: kept (same weights).
 * SGCls/SGDet training embeds the argmax labels, not the object targets (no teacher forcing):
   kept. ``obj_labels`` are read in PredCls only.
