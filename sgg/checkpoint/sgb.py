@@ -105,7 +105,7 @@ import logging
 import os
 import re
 from collections import OrderedDict
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -603,8 +603,10 @@ def sgb_convention_mismatches(model: nn.Module) -> List[str]:
 
 def convert_checkpoint_file(src: str, dst: str, *, reverse: bool = False,
                             model_state: Optional[Mapping[str, torch.Tensor]] = None,
-                            prefix: str = "", allow_unplaced: bool = False) -> Dict[str, List]:
-    """Convert a detector checkpoint file (``tools/convert_sgb_checkpoint.py``).
+                            prefix: str = "", allow_unplaced: bool = False,
+                            metadata: Optional[Mapping[str, Any]] = None) -> Dict[str, List]:
+    """Convert a detector (or, with a relation model's ``model_state``, a whole relation-model)
+    checkpoint file (``tools/convert_sgb_checkpoint.py``).
 
     ``reverse=False``: SGB file -> ``dst`` = ``{"model": sgg state dict}``, the layout of sgg's own
     detector checkpoints (what :func:`load_detector_checkpoint` and ``MODEL.WEIGHT`` read).
@@ -617,7 +619,8 @@ def convert_checkpoint_file(src: str, dst: str, *, reverse: bool = False,
     (``report["unplaced"]``: a backbone of another depth, unknown heads; not the attribute /
     relation heads or anchors) raise :class:`UnplacedTensorsError` and nothing is written, unless
     ``allow_unplaced`` (then the partial file is written and the caller warns). Written atomically,
-    with a ``.sha256`` sidecar. Returns the report (see :func:`sgb_to_sgg_state_dict`; for
+    with a ``.sha256`` sidecar; ``metadata`` (the model's class / predicate names, protocol, ...)
+    is written beside ``model`` when given. Returns the report (see :func:`sgb_to_sgg_state_dict`; for
     ``reverse`` the pairs are ``(sgg_key, sgb_key)``, ``skipped`` lists dropped
     ``num_batches_tracked`` buffers and ``unplaced`` the keys the config's detector lacks).
 
@@ -630,6 +633,7 @@ def convert_checkpoint_file(src: str, dst: str, *, reverse: bool = False,
     from sgg.utils.io import atomic_torch_save
 
     from .files import load_checkpoint_file
+    from .sgb_relation import is_relation_model_state
 
     if not os.path.isfile(src):
         raise FileNotFoundError(f"checkpoint file not found: '{src}'")
@@ -666,7 +670,20 @@ def convert_checkpoint_file(src: str, dst: str, *, reverse: bool = False,
             unplaced_message(f"'{src}'", report["unplaced"], sgb_names, model_state)
             + f" Nothing was written to '{dst}'; to write the partial file anyway pass allow_unplaced=True "
               f"(--allow-unplaced).", report["unplaced"])
-    atomic_torch_save({"model": out}, dst, checksum=True)
+    if not reverse and model_state is not None and is_relation_model_state(model_state):
+        # a whole relation model: complete, as load_sgb_relation_checkpoint loads it
+        if report["missing"]:
+            shown = ", ".join(report["missing"][:10]) + (
+                f", ... ({len(report['missing']) - 10} more)" if len(report["missing"]) > 10 else "")
+            raise CheckpointError(f"'{src}' lacks {len(report['missing'])} tensors of the relation model built from "
+                                  f"the config ({shown}): is it a checkpoint of this config's predictor and "
+                                  f"protocol? Nothing was written to '{dst}'")
+        for k in report.get("defaulted", []):  # tensors SGB may lack: the model's initial values
+            out[k] = model_state[k].detach().clone()
+    data: Dict[str, Any] = {"model": out}
+    if metadata is not None:
+        data["metadata"] = dict(metadata)
+    atomic_torch_save(data, dst, checksum=True)
     return report
 
 

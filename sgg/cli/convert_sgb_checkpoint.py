@@ -7,8 +7,15 @@
     python tools/convert_sgb_checkpoint.py --reverse --input output/detector/model_final.pth \
         --output model_final_sgb.pth
 
-Conversion is not needed to use an SGB file in sgg: MODEL.PRETRAINED_DETECTOR_CKPT reads it
-directly. The output is ``{"model": state_dict}`` (with a ``.sha256`` beside it). Anchor buffers
+    # a whole SGB / PE-Net relation model (detector + roi_heads.relation.*) -> an sgg relation
+    # checkpoint with its metadata; the config names the predictor, protocol and DATASETS.TRAIN
+    # (whose dicts json gives the class and predicate names, which SGB files do not carry)
+    python tools/convert_sgb_checkpoint.py --input checkpoints/motif-precls-exmp/model_0028000.pth \
+        --output motifs_predcls_sgg.pth --config-file configs/e2e_relation_X_101_32_8_FPN_1x.yaml \
+        MODEL.ROI_RELATION_HEAD.USE_GT_BOX True MODEL.ROI_RELATION_HEAD.USE_GT_OBJECT_LABEL True
+
+Conversion is not needed to use an SGB file in sgg: MODEL.PRETRAINED_DETECTOR_CKPT reads a
+detector directly, MODEL.WEIGHT a relation model. The output is ``{"model": state_dict}`` (with a ``.sha256`` beside it). Anchor buffers
 are dropped; attribute / relation heads are skipped and listed. Tensors that have no place in the
 detector (a backbone of another depth than the config's, unknown keys) stop the conversion: exit
 status 1, nothing written, the message names the count, examples and the config keys to set
@@ -24,6 +31,41 @@ from sgg.checkpoint import CheckpointError
 from sgg.config import ConfigError, load_config
 from sgg.modeling.detector import build_detector
 from sgg.checkpoint.sgb import convert_checkpoint_file, format_report
+
+
+def _is_sgb_relation_file(path: str) -> bool:
+    """Whether ``path`` holds a whole SGB relation model (maskrcnn_benchmark names with
+    ``roi_heads.relation.*``). Unreadable / missing files answer False: the conversion reports them."""
+    import os
+
+    from sgg.checkpoint import load_checkpoint_file
+    from sgg.checkpoint.sgb import is_sgb_checkpoint
+    from sgg.checkpoint.sgb_relation import SGB_RELATION
+
+    if not os.path.isfile(path):
+        return False
+    try:
+        obj = load_checkpoint_file(path)
+    except CheckpointError:
+        return False
+    state = obj.get("model", obj) if isinstance(obj, dict) else {}
+    if not isinstance(state, dict) or not is_sgb_checkpoint(state):
+        return False
+    return any(k.startswith(SGB_RELATION) or k.startswith("module." + SGB_RELATION) for k in state)
+
+
+def _relation_model(cfg):
+    """The config's two-stage relation model, built with the class and predicate names of
+    DATASETS.TRAIN[0] (its dicts json only; SGB files carry no names)."""
+    from sgg.engine.loading import load_class_names
+    from sgg.modeling.meta_arch import build_sgg_model
+
+    classes, predicates = load_class_names(cfg)
+    model = build_sgg_model(cfg, {"obj_classes": classes, "rel_classes": predicates}, len(classes), len(predicates))
+    if not hasattr(model, "relation_head"):
+        raise ConfigError(f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE} is not a two-stage relation model: "
+                          f"an SGB relation checkpoint converts only to one")
+    return model
 
 
 def parse_args(argv=None, prog=None):
@@ -45,13 +87,23 @@ def parse_args(argv=None, prog=None):
 def main(argv=None, prog=None) -> int:
     args = parse_args(argv, prog)
     try:
-        model_state = None
+        model_state, metadata, what = None, None, "detector"
+        relation = not args.reverse and _is_sgb_relation_file(args.input)
+        if relation and not (args.config_file or args.opts):
+            raise ConfigError(f"'{args.input}' is a whole SGB relation model (roi_heads.relation.* keys): its "
+                              f"conversion needs the relation model it is for. Pass --config-file (with the "
+                              f"predictor and protocol overrides it was trained with, and DATASETS.TRAIN for "
+                              f"the class names), or use it directly as MODEL.WEIGHT")
         if args.config_file or args.opts:
             cfg = load_config(args.config_file, args.opts)
-            model_state = build_detector(cfg).state_dict()
+            if relation:
+                model = _relation_model(cfg)
+                model_state, metadata, what = model.state_dict(), dict(model.metadata), "relation model"
+            else:
+                model_state = build_detector(cfg).state_dict()
         report = convert_checkpoint_file(args.input, args.output, reverse=args.reverse,
                                          model_state=model_state, prefix=args.prefix,
-                                         allow_unplaced=args.allow_unplaced)
+                                         allow_unplaced=args.allow_unplaced, metadata=metadata)
     except (FileNotFoundError, CheckpointError, ConfigError, KeyError, ValueError) as e:
         print(f"convert_sgb_checkpoint: error: {e}", file=sys.stderr)
         return 1
@@ -63,6 +115,11 @@ def main(argv=None, prog=None) -> int:
     if unplaced:
         shown = ", ".join(unplaced[:8]) + (f", ... ({len(unplaced) - 8} more)" if len(unplaced) > 8 else "")
         print(f"convert_sgb_checkpoint: warning: --allow-unplaced: {len(unplaced)} tensors of {args.input} have "
-              f"no place in the detector and are NOT in {args.output}: {shown}", file=sys.stderr)
+              f"no place in the {what} and are NOT in {args.output}: {shown}", file=sys.stderr)
+    missing = report.get("missing") or []
+    if metadata is not None and missing:
+        shown = ", ".join(missing[:8]) + (f", ... ({len(missing) - 8} more)" if len(missing) > 8 else "")
+        print(f"convert_sgb_checkpoint: warning: {len(missing)} tensors of the {what} are not in {args.input} "
+              f"(they keep their initialisation when loaded): {shown}", file=sys.stderr)
     print(f"wrote {args.output}")
     return 0

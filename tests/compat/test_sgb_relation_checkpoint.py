@@ -434,3 +434,49 @@ def test_model_weight_for_test_and_as_initialisation(tmp_path):
     torch.save({"model": lacking}, str(tmp_path / "lacking.pth"))
     with pytest.raises(CheckpointError, match="lacks .*rel_compress"):
         Checkpointer(fresh).load(str(tmp_path / "lacking.pth"), model_only=True)
+
+
+def test_convert_tool_writes_a_relation_checkpoint_with_metadata(tmp_path, capsys):
+    """tools/convert_sgb_checkpoint.py on a whole SGB relation model: with the config, an sgg
+    relation checkpoint carrying the names of DATASETS.TRAIN (SGB files have none), which
+    load_trained_model then loads without the dataset; without a config, a clear error."""
+    from sgg.cli.convert_sgb_checkpoint import main
+    from sgg.engine.loading import load_class_names, load_trained_model
+
+    data = make_synthvg(tmp_path / "data", num_images=8)
+    _, cfg = build("causal-motifs-predcls", str(tmp_path / "out"), data_root=data)
+    classes, predicates = load_class_names(cfg)
+    model, cfg = build("causal-motifs-predcls", str(tmp_path / "out"), len(classes), len(predicates),
+                       data_root=data)
+    state, expect = sgb_checkpoint("causal-motifs-predcls", model)
+    for k in [k for k in state if "context_layer.untreated_" in k]:
+        del state[k]  # SGB registers these only with EFFECT_ANALYSIS: the converted file gets the initial values
+    src, dst = str(tmp_path / "sgb_causal.pth"), str(tmp_path / "causal_sgg.pth")
+    torch.save({"model": OrderedDict(("module." + k, v) for k, v in state.items()), "iteration": 9}, src)
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(cfg.dump())
+
+    assert main(["--input", src, "--output", dst]) == 1
+    assert "--config-file" in capsys.readouterr().err and not os.path.exists(dst)
+
+    assert main(["--input", src, "--output", dst, "--config-file", str(cfg_file)]) == 0
+    written = torch.load(dst, weights_only=False)
+    assert written["metadata"]["class_names"] == classes
+    assert written["metadata"]["predicate_names"] == predicates
+    assert set(written["model"]) == set(model.state_dict())
+    assert all(torch.equal(written["model"][k], v) for k, v in expect.items() if "untreated_" not in k)
+
+    other = cfg.clone()
+    other.defrost()
+    other.DATASETS.TRAIN = ("no_such_dataset_train",)  # the names now come from the checkpoint
+    other.freeze()
+    trained = load_trained_model(other, dst)
+    own = trained.model.state_dict()
+    assert trained.class_names == classes
+    assert all(torch.equal(own[k], written["model"][k]) for k in own)
+
+    # a tensor of the model missing from the file: an error, nothing written
+    lacking = {k: v for k, v in state.items() if "ctx_compress" not in k}
+    torch.save({"model": lacking}, src)
+    assert main(["--input", src, "--output", str(tmp_path / "no.pth"), "--config-file", str(cfg_file)]) == 1
+    assert "ctx_compress" in capsys.readouterr().err and not os.path.exists(tmp_path / "no.pth")
