@@ -523,6 +523,37 @@ def test_stage1_head_loss_ignores_fine_pairs():
     assert not any("loss_evaluator" in k for k in model.state_dict())
 
 
+def test_stage1_predictor_own_losses_get_the_stage1_targets():
+    """A predictor with label-dependent losses of its own (``uses_rel_labels``, PE-Net's loss_dis)
+    gets the loss's targets: in stage 1 the fine-labelled pairs arrive as IGNORE_INDEX."""
+    model = _Model(_head())
+    head = model.relation_head
+    seen = {}
+    forward = head.predictor.forward
+
+    def recording_forward(*args, rel_labels=None, **kwargs):
+        seen["rel_labels"] = rel_labels
+        return forward(*args, **kwargs)
+
+    head.predictor.uses_rel_labels = True
+    head.predictor.forward = recording_forward
+    tap = RelationHeadTap(head)
+    head.train()
+    props, targets, rels = _batch()
+    torch.manual_seed(0)
+    head(_features(), props, targets, rels)
+    plain = torch.cat(seen["rel_labels"])
+    assert torch.equal(plain, torch.cat(tap.pop().rel_labels))  # without HML: the sampled labels
+    tap.remove()
+    configure_stage1(model, HIER)
+    tap = RelationHeadTap(head)  # the tap records through the head's (now replaced) loss
+    torch.manual_seed(0)
+    head(_features(), props, targets, rels)
+    labels = torch.cat(tap.pop().rel_labels)
+    assert bool((labels > 2).any()), "the batch should hold fine-labelled pairs"
+    assert torch.equal(torch.cat(seen["rel_labels"]), HIER.stage1_targets(labels))
+
+
 def test_hml_stage2_loss_end_to_end(tmp_path):
     model = _Model(_head())
     # "stage 1": memory of the current weights

@@ -228,6 +228,12 @@ def test_losses_by_hand_on_three_prototypes():
     assert torch.isclose(prototype_margin_loss(rel, proto, labels, 1.0, 1), torch.tensor((5 + 8) / 2))
     # the positive far closer than the negatives: 0
     assert float(prototype_margin_loss(torch.tensor([[1.0, 0.1]]), proto, torch.tensor([0]), 1.0, 10)) == 0.0
+    # an ignored row (negative label: a fine predicate in HML's stage 1) is left out of the mean
+    with_ignored = prototype_margin_loss(torch.cat([rel, torch.tensor([[9.0, 9.0]])]), proto,
+                                         torch.tensor([1, 2, -100]), 1.0, 10)
+    assert torch.isclose(with_ignored, torch.tensor((4.5 + 8) / 2))
+    only_ignored = prototype_margin_loss(rel.clone().requires_grad_(), proto, torch.tensor([-100, -100]), 1.0, 10)
+    assert float(only_ignored.detach()) == 0.0 and only_ignored.requires_grad
     # no pair: 0 with a graph
     empty = prototype_margin_loss(torch.zeros(0, 2, requires_grad=True), proto.requires_grad_(), torch.zeros(0))
     assert float(empty.detach()) == 0.0 and empty.requires_grad

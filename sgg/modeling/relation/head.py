@@ -152,7 +152,10 @@ class RelationHead(nn.Module):
             union_features = self.union_feature_extractor(features, proposals, rel_pairs)
         extra = {}
         if self.training and getattr(self.predictor, "uses_rel_labels", False):
-            extra["rel_labels"] = rel_labels  # predictors whose own losses need the sampled predicates
+            # predictors whose own losses need the sampled predicates get the loss's targets (HML's
+            # stage 1 ignores fine-labelled pairs in those losses too)
+            targets_of = getattr(self.loss_evaluator, "rel_targets", None)
+            extra["rel_labels"] = rel_labels if targets_of is None else [targets_of(r) for r in rel_labels]
         out = self.predictor(roi_features, proposals, rel_pairs, union_features, obj_labels=obj_labels, **extra)
 
         if not self.training:

@@ -38,6 +38,13 @@ class RelationLoss(nn.Module):
             return logits.sum() * 0.0
         return F.cross_entropy(logits.float(), labels.long(), label_smoothing=self.label_smoothing)
 
+    def rel_targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """The predicate targets this loss trains on for sampled ``labels`` (0..P): the labels
+        themselves here; a subclass may map them (HML stage 1: fine -> ignored, a negative index).
+        The head gives predictors with label-dependent losses of their own (``uses_rel_labels``)
+        these targets, so every loss of a stage sees the same labels."""
+        return labels.long()
+
     def rel_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """``logits [M, P+1]``, ``labels [M]`` (0..P) -> scalar (subclasses change the targets /
         weights here, e.g. HML's coarse targets and class-balanced weights)."""

@@ -172,13 +172,17 @@ def prototype_margin_loss(rel_rep: torch.Tensor, proto: torch.Tensor, labels: to
                           margin: float = 1.0, num_neg: int = 10) -> torch.Tensor:
     """Reference ``loss_dis``: ``mean_k relu(g+ - g- + margin)``, ``g_j = ||r_k - c_j||^2``, g+ at
     ``labels[k]``, g- the mean of the ``min(num_neg, R - 1)`` smallest other distances.
-    ``rel_rep`` ``[K, Q]``, ``proto`` ``[R, Q]``, ``labels`` ``[K]`` in 0..R-1."""
+    ``rel_rep`` ``[K, Q]``, ``proto`` ``[R, Q]``, ``labels`` ``[K]`` in 0..R-1; rows with a
+    negative label (an ignored target, e.g. a fine predicate in HML's stage 1) are left out."""
+    labels = labels.long().to(rel_rep.device)
+    keep = labels >= 0
+    if not bool(keep.all()):
+        rel_rep, labels = rel_rep[keep], labels[keep]
     k_rows, r = rel_rep.shape[0], proto.shape[0]
     k = min(int(num_neg), r - 1)
     if k_rows == 0 or k < 1:
         return rel_rep.sum() * 0.0 + proto.sum() * 0.0
     d = _sq_dists(rel_rep, proto)
-    labels = labels.long().to(d.device)
     pos_mask = F.one_hot(labels, r).bool()
     g_pos = d.gather(1, labels.view(-1, 1)).squeeze(1)
     g_neg = d.masked_fill(pos_mask, float("inf")).topk(k, dim=1, largest=False).values.mean(dim=1)
