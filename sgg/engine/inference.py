@@ -19,8 +19,7 @@ def build_relation_evaluator(cfg, dataset, mode: str):
     triplets from DATASETS.ZEROSHOT_FILE or the dataset folder, IoU threshold, K, box AP); an
     :class:`~sgg.evaluation.OIEvaluator` (same arguments) when the dataset's class says
     ``evaluator_kind = "oi"`` (the Open Images format). TEST.RELATION.REL_NMS (PE-Net's rel_nms
-    evaluation) goes to the SceneGraphEvaluator; with the Open Images metrics it must be 0 (a
-    ValueError otherwise)."""
+    evaluation) goes to either; the Open Images evaluator refuses a non-zero value (ValueError)."""
     from sgg.data.catalog import find_zeroshot_file, get_dataset_files
     from sgg.data.datasets import load_zeroshot_triplets
     from sgg.evaluation import OIEvaluator, SceneGraphEvaluator
@@ -34,21 +33,11 @@ def build_relation_evaluator(cfg, dataset, mode: str):
         zeroshot = load_zeroshot_triplets(zs_file)
     elif name:
         zeroshot = zeroshot_from_train(cfg, dataset)
-    rel_nms_thresh = float(cfg.TEST.RELATION.REL_NMS)
-    kwargs = {}
-    if getattr(dataset, "evaluator_kind", "") == "oi":
-        if rel_nms_thresh != 0:
-            raise ValueError(f"TEST.RELATION.REL_NMS {rel_nms_thresh}: rel_nms (PE-Net's evaluation) is an "
-                             f"option of the VG metrics, not of the Open Images evaluator of "
-                             f"'{name}'; set TEST.RELATION.REL_NMS 0")
-        evaluator_cls = OIEvaluator
-    else:
-        evaluator_cls = SceneGraphEvaluator
-        kwargs["rel_nms_thresh"] = rel_nms_thresh
+    evaluator_cls = OIEvaluator if getattr(dataset, "evaluator_kind", "") == "oi" else SceneGraphEvaluator
     return evaluator_cls(mode, dataset.num_predicates - 1, zeroshot_triplets=zeroshot,
                          iou_threshold=cfg.TEST.RELATION.IOU_THRESHOLD, ks=cfg.TEST.TOP_K,
                          predicate_names=dataset.ind_to_predicates[1:],
-                         class_names=dataset.ind_to_classes, **kwargs)
+                         class_names=dataset.ind_to_classes, rel_nms_thresh=cfg.TEST.RELATION.REL_NMS)
 
 
 def zeroshot_from_train(cfg, dataset):

@@ -471,10 +471,11 @@ class OIEvaluator(SceneGraphEvaluator):
     def __init__(self, mode: str, num_predicates: int, zeroshot_triplets: Any = None,
                  iou_threshold: float = 0.5, ks: Sequence[int] = DEFAULT_KS,
                  predicate_names: Optional[Sequence[str]] = None,
-                 class_names: Union[Sequence[str], int, None] = None):
+                 class_names: Union[Sequence[str], int, None] = None, rel_nms_thresh: float = 0.0):
+        # rel_nms is an option of the VG metrics: SceneGraphEvaluator refuses a non-zero value here
         super().__init__(mode, _check_num_predicates(num_predicates), zeroshot_triplets=zeroshot_triplets,
                          iou_threshold=iou_threshold, ks=ks, predicate_names=predicate_names,
-                         class_names=class_names)
+                         class_names=class_names, rel_nms_thresh=rel_nms_thresh)
         if 50 not in self.ks:
             raise ValueError(f"ks must contain 50 (mR@50 is reported), got {self.ks}")
 
