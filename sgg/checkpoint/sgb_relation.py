@@ -17,6 +17,7 @@ SGB                                                                sgg (``relati
 ``R.union_feature_extractor.feature_extractor.pooler``             ``union_feature_extractor.reduce_channel.0.*``
 ``.reduce_channel.0.*`` (``POOLING_ALL_LEVELS``)
 ``R.union_feature_extractor.rect_conv.{0,2,4,6}.*``                the same names
+``R.union_feature_extractor.spatial_fc.{0,2}.*``                    the same names (``CAUSAL.SEPARATE_SPATIAL``)
 ``R.predictor.*`` (every predictor, contexts included)             ``predictor.*``: the same names
 ``R.predictor...pos_ffn.w_1/w_2.weight`` (Transformer, Conv1d      ``predictor...pos_ffn.w_1/w_2.weight``,
 ``[out, in, 1]``)                                                  Linear ``[out, in]`` (kernel dim dropped)
@@ -41,8 +42,8 @@ model having no key of that module at all:
   them anyway).
 
 Everything else without a place in the model (an attribute model's ``att_feature_extractor``,
-``CAUSAL.SEPARATE_SPATIAL``'s ``spatial_fc``, a predictor or context other than the config's) is
-*unplaced*. Model tensors the checkpoint does not give are ``missing``, except those SGB may
+``CAUSAL.SEPARATE_SPATIAL``'s ``union_feature_extractor.spatial_fc`` when the config does not set
+that key, a predictor or context other than the config's) is *unplaced*. Model tensors the checkpoint does not give are ``missing``, except those SGB may
 legitimately lack, which keep their initial value (``defaulted``): the Causal moving averages
 (SGB registers the context ones only with ``EFFECT_ANALYSIS``; they start at zero in both) and
 BatchNorm ``num_batches_tracked`` (unused in eval).
@@ -75,7 +76,7 @@ _RULES: List[Tuple["re.Pattern[str]", Callable[["re.Match[str]"], str], Relayout
      lambda m: f"union_feature_extractor.head.{m.group(1)}.{m.group(2)}", None),
     (re.compile(r"^union_feature_extractor\.feature_extractor\.pooler\.reduce_channel\.0\.(weight|bias)$"),
      lambda m: f"union_feature_extractor.reduce_channel.0.{m.group(1)}", None),
-    (re.compile(r"^union_feature_extractor\.(rect_conv\.\d+\.[A-Za-z_]+)$"),
+    (re.compile(r"^union_feature_extractor\.((?:rect_conv|spatial_fc)\.\d+\.[A-Za-z_]+)$"),
      lambda m: f"union_feature_extractor.{m.group(1)}", None),
     (re.compile(r"^(predictor\.(?:.+\.)?pos_ffn\.w_[12]\.weight)$"), lambda m: m.group(1), _drop_kernel_dim),
     (re.compile(r"^(predictor\..+)$"), lambda m: m.group(1), None),
@@ -241,7 +242,8 @@ def relation_unplaced_fix(unplaced: Sequence[str]) -> str:
     if any(".att_feature_extractor." in k for k in unplaced):
         return ("the checkpoint is an attribute model (MODEL.ATTRIBUTE_ON), which sgg does not build")
     if any(".spatial_fc." in k for k in unplaced):
-        return "the checkpoint was trained with CAUSAL.SEPARATE_SPATIAL, which sgg does not support"
+        return ("the checkpoint was trained with CAUSAL.SEPARATE_SPATIAL: set MODEL.ROI_RELATION_HEAD.CAUSAL."
+                "SEPARATE_SPATIAL True (with PREDICTOR CausalAnalysisPredictor)")
     return ("set MODEL.ROI_RELATION_HEAD.PREDICTOR (and CAUSAL.CONTEXT_LAYER / FUSION_TYPE / SPATIAL_FOR_VISION, "
             "PREDICT_USE_BIAS, CONTEXT_OBJ_LAYER / CONTEXT_REL_LAYER, TRANSFORMER.OBJ_LAYER / REL_LAYER) as the "
             "checkpoint's model was trained")

@@ -178,6 +178,12 @@ CASES = {
         "CausalAnalysisPredictor", "sgcls", CAUSAL + (CTX, "motifs", "MODEL.ROI_RELATION_HEAD.CAUSAL.FUSION_TYPE", "gate",
                                                       "MODEL.ROI_RELATION_HEAD.CAUSAL.SPATIAL_FOR_VISION", "True"),
         CAUSAL_MOTIFS + CAUSAL_GATE + CAUSAL_SPATIAL, [C + "untreated_obj_feat"]),
+    # roi_relation_feature_extractors.py: spatial_fc = Sequential(make_fc, ReLU, make_fc, ReLU)
+    "causal-motifs-predcls-separate-spatial": (
+        "CausalAnalysisPredictor", "predcls", CAUSAL + (CTX, "motifs", "MODEL.ROI_RELATION_HEAD.CAUSAL.SEPARATE_SPATIAL",
+                                                        "True"),
+        CAUSAL_MOTIFS + lin("union_feature_extractor.spatial_fc.0")
+        + lin("union_feature_extractor.spatial_fc.2"), MOTIFS_DECODER + [C + "untreated_dcd_feat", C + "untreated_obj_feat"]),
     "causal-vctree-sgcls": ("CausalAnalysisPredictor", "sgcls", CAUSAL + (CTX, "vctree"), CAUSAL_VCTREE,
                             VCTREE_ALIASES + [C + "untreated_obj_feat"]),
     "causal-vtranse-predcls": ("CausalAnalysisPredictor", "predcls", CAUSAL + (CTX, "vtranse"), CAUSAL_VTRANSE, []),

@@ -139,9 +139,14 @@ def test_from_config_and_word_vectors():
     assert not pred.spatial_for_vision and not pred.effect_analysis
     cfg = get_default_config()
     cfg.MODEL.ROI_RELATION_HEAD.CAUSAL.SEPARATE_SPATIAL = True
-    with pytest.raises(ValueError, match="SEPARATE_SPATIAL"):
+    # the spatial part is MLP_HEAD_DIM (union_dim) wide and multiplies the CONTEXT_POOLING_DIM context
+    with pytest.raises(ValueError, match="SEPARATE_SPATIAL.*CONTEXT_POOLING_DIM 4096.*MLP_HEAD_DIM \\(16\\)"):
         CausalAnalysisPredictor.from_config(cfg, in_channels=D, union_dim=D, num_obj_classes=C1,
                                             num_rel_classes=P1, mode="predcls")
+    cfg.MODEL.ROI_RELATION_HEAD.CONTEXT_POOLING_DIM = D
+    pred = CausalAnalysisPredictor.from_config(cfg, in_channels=D, union_dim=D, num_obj_classes=C1,
+                                               num_rel_classes=P1, mode="predcls")
+    assert pred.separate_spatial
 
 
 @pytest.mark.parametrize("context,mode,labels", [("motifs", "sgdet", "sgb"), ("vctree", "sgcls", "sgb"),
@@ -762,9 +767,10 @@ def two_stage(tmp_path_factory):
     return root, out, stats, splits
 
 
-@pytest.mark.parametrize("mode,context,fusion", [("predcls", "motifs", "sum"), ("predcls", "vtranse", "gate"),
-                                                 ("sgdet", "motifs", "sum"), ("sgdet", "vctree", "gate")])
-def test_two_stage_train_step_and_tde_eval(mode, context, fusion, two_stage):
+@pytest.mark.parametrize("mode,context,fusion,separate", [
+    ("predcls", "motifs", "sum", False), ("predcls", "vtranse", "gate", False), ("sgdet", "motifs", "sum", False),
+    ("sgdet", "vctree", "gate", False), ("sgcls", "motifs", "sum", True)])
+def test_two_stage_train_step_and_tde_eval(mode, context, fusion, separate, two_stage):
     from sgg.data.mapper import SceneGraphMapper
     from sgg.modeling.meta_arch import build_sgg_model
     try:
@@ -778,13 +784,17 @@ def test_two_stage_train_step_and_tde_eval(mode, context, fusion, two_stage):
                       "MODEL.ROI_RELATION_HEAD.CAUSAL.FUSION_TYPE", fusion,
                       "MODEL.ROI_RELATION_HEAD.CAUSAL.EFFECT_ANALYSIS", "True",
                       "MODEL.ROI_RELATION_HEAD.CAUSAL.EFFECT_TYPE", "TDE",
-                      "MODEL.ROI_RELATION_HEAD.CAUSAL.SPATIAL_FOR_VISION", "True")
+                      "MODEL.ROI_RELATION_HEAD.CAUSAL.SPATIAL_FOR_VISION", "True",
+                      *(("MODEL.ROI_RELATION_HEAD.CAUSAL.SEPARATE_SPATIAL", "True",
+                         "MODEL.ROI_RELATION_HEAD.CONTEXT_POOLING_DIM", "32") if separate else ()))
     train, test = splits["train"], splits["test"]
     torch.manual_seed(0)
     model = build_sgg_model(cfg, stats, train.num_classes, train.num_predicates)
     pred = model.relation_head.predictor
     assert isinstance(pred, CausalAnalysisPredictor) and pred.mode == mode and pred.context_type == context
-    assert pred.effect_type == "TDE" and pred.vis_compress.in_features == 32  # MLP_HEAD_DIM 32 != pooling 24
+    assert pred.effect_type == "TDE" and pred.vis_compress.in_features == 32  # MLP_HEAD_DIM 32 (pooling 24)
+    union = model.relation_head.union_feature_extractor
+    assert hasattr(union, "spatial_fc") == separate == union.separate_spatial
 
     mapper = SceneGraphMapper.from_config(cfg, is_train=True, mode=mode)
     batch = [mapper(train[i]) for i in with_relations(train, 2)]
@@ -806,6 +816,9 @@ def test_two_stage_train_step_and_tde_eval(mode, context, fusion, two_stage):
         assert p.grad is not None and float(p.grad.abs().sum()) > 0
     assert float(pred.untreated_feat.abs().sum()) > 0 and float(pred.untreated_spt.abs().sum()) > 0
     assert float(pred.context_layer.untreated_edg_feat.abs().sum()) > 0
+    if separate:  # the spatial branch learns and its average is tracked
+        assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in union.spatial_fc.parameters())
+        assert float(pred.untreated_conv_spt.abs().sum()) > 0
 
     if mode == "sgdet":
         del model.detector.detect  # back to the detector's own detections

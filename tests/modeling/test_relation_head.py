@@ -254,6 +254,31 @@ def test_union_features_wiring_and_chunking():
         assert ext2(feats, props, pairs).shape == (4, FEAT)
 
 
+def test_union_features_separate_spatial():
+    """CAUSAL.SEPARATE_SPATIAL (SGB): (head(pool), spatial_fc(rect_conv(masks))), SGB's layer sizes."""
+    pool, bh = _detector_parts()
+    ext = UnionFeatureExtractor(pool, bh, pool_all_levels=False, separate_spatial=True).eval()
+    fc1, fc2 = ext.spatial_fc[0], ext.spatial_fc[2]
+    assert (fc1.in_features, fc1.out_features, fc2.out_features) == (FPN_CH * 49, FEAT // 2, FEAT)
+    assert not fc1.bias.any() and not fc2.bias.any()  # make_fc: bias 0
+    feats = _features(2)
+    props = [Instances((64, 64), boxes=Boxes(BOXES[0])), Instances((48, 64), boxes=Boxes(BOXES[0][:2]))]
+    pairs = [torch.tensor([[0, 1], [2, 3], [3, 0]]), torch.tensor([[1, 0]])]
+    with torch.no_grad():
+        region, spatial = ext(feats, props, pairs)
+        u = [union_boxes(p.boxes.tensor[r[:, 0]], p.boxes.tensor[r[:, 1]]) for p, r in zip(props, pairs)]
+        masks = torch.cat([rect_masks(p.boxes.tensor[r[:, 0]], p.boxes.tensor[r[:, 1]], 27, "image", p.image_size)
+                           for p, r in zip(props, pairs)])
+        assert torch.allclose(region, ext.head(pool(feats, u, [(64, 64), (48, 64)])), atol=1e-6)
+        exp = torch.relu(fc2(torch.relu(fc1(ext.rect_conv(masks).flatten(1)))))
+        assert spatial.shape == (4, FEAT) and torch.allclose(spatial, exp, atol=1e-6)
+        ext.chunk_size = 1
+        r1, s1 = ext(feats, props, pairs)
+        assert torch.allclose(r1, region, atol=1e-6) and torch.allclose(s1, spatial, atol=1e-6)
+        r0, s0 = ext(feats, props, [torch.zeros(0, 2, dtype=torch.long)] * 2)
+        assert r0.shape == s0.shape == (0, FEAT)
+
+
 # ----------------------------------------------------------------------------- post-processing
 def test_class_aware_nms_labels():
     boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -118,17 +118,23 @@ class UnionFeatureExtractor(nn.Module):
     level-by-size assignment is used. Pairs are processed ``chunk_size`` at a time so an image with
     thousands of SGDet pairs needs bounded memory for the pooled maps.
 
+    ``separate_spatial`` (SGB's ``CAUSAL.SEPARATE_SPATIAL``): the mask feature is not added to the
+    pooled union box; the output is the pair ``(head(pool(union box)) [M, D],
+    spatial_fc(rect_conv(masks)) [M, D])`` with ``spatial_fc`` = Linear(C * resolution^2, D/2), ReLU,
+    Linear(D/2, D), ReLU (SGB's layers and ``make_fc`` initialisation), D = the box head's output size.
+
     Args:
         box_roi_pool: the detector's ``MultiScaleRoIAlign`` (deep-copied).
         box_head: the detector's box head (deep-copied; fc6 input = C * resolution^2).
         in_channels: C, channels of the FPN maps (inferred from fc6 when None).
         pool_all_levels, rect_size (default 4 * resolution - 1), mask_frame ("image" | "union"),
-        chunk_size: see above.
+        chunk_size, separate_spatial: see above.
     """
 
     def __init__(self, box_roi_pool: nn.Module, box_head: nn.Module, in_channels: Optional[int] = None,
                  pool_all_levels: bool = True, rect_size: Optional[int] = None,
-                 mask_frame: str = "image", chunk_size: int = 4096, copy_modules: bool = True) -> None:
+                 mask_frame: str = "image", chunk_size: int = 4096, copy_modules: bool = True,
+                 separate_spatial: bool = False) -> None:
         super().__init__()
         self.pooler = copy.deepcopy(box_roi_pool) if copy_modules else box_roi_pool
         self.head = copy.deepcopy(box_head) if copy_modules else box_head
@@ -170,6 +176,15 @@ class UnionFeatureExtractor(nn.Module):
             raise ValueError(f"rect_size {self.rect_size} gives {out}x{out} mask features, the pooler "
                              f"gives {self.resolution}; use rect_size = 4 * resolution - 1")
         self.chunk_size = max(int(chunk_size), 1)
+        self.separate_spatial = bool(separate_spatial)
+        if self.separate_spatial:
+            d = self.out_channels
+            fc1 = nn.Linear(c * self.resolution[0] * self.resolution[1], d // 2)
+            fc2 = nn.Linear(d // 2, d)
+            for fc in (fc1, fc2):  # SGB's make_fc
+                nn.init.kaiming_uniform_(fc.weight, a=1)
+                nn.init.zeros_(fc.bias)
+            self.spatial_fc = nn.Sequential(fc1, nn.ReLU(inplace=True), fc2, nn.ReLU(inplace=True))
 
     @staticmethod
     def _rect_out_size(s: int) -> int:
@@ -194,11 +209,12 @@ class UnionFeatureExtractor(nn.Module):
         return self.reduce_channel(torch.cat(pooled, dim=1))
 
     def forward(self, features: Dict[str, torch.Tensor], proposals: Sequence[Instances],
-                rel_pairs: Sequence[torch.Tensor]) -> torch.Tensor:
+                rel_pairs: Sequence[torch.Tensor]) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         ref = features[self.featmap_names[0]]
         total = sum(int(r.shape[0]) for r in rel_pairs)
         if total == 0:
-            return ref.new_zeros(0, self.out_channels)
+            empty = ref.new_zeros(0, self.out_channels)
+            return (empty, empty.clone()) if self.separate_spatial else empty
         # flat list of (image, subject box, object box) over the batch
         img_ids, subj, obj = [], [], []
         for i, (p, pairs) in enumerate(zip(proposals, rel_pairs)):
@@ -213,7 +229,7 @@ class UnionFeatureExtractor(nn.Module):
             # torchvision's ROIAlign runs in float32 under autocast and wants contiguous NCHW maps:
             # convert the levels once here, not once per chunk.
             levels = [f.float().contiguous() for f in levels]
-        outs = []
+        outs, spatial = [], []
         for start in range(0, total, self.chunk_size):
             sl = slice(start, start + self.chunk_size)
             s, o, ids = subj[sl], obj[sl], img_ids[sl]
@@ -229,7 +245,13 @@ class UnionFeatureExtractor(nn.Module):
                 masks = self._image_frame_masks(s, o, hw)
             else:
                 masks = rect_masks(s, o, self.rect_size, frame="union")
-            outs.append(self.head(pooled + self.rect_conv(masks)))
+            if self.separate_spatial:
+                outs.append(self.head(pooled))
+                spatial.append(self.spatial_fc(self.rect_conv(masks).flatten(1)))
+            else:
+                outs.append(self.head(pooled + self.rect_conv(masks)))
+        if self.separate_spatial:
+            return torch.cat(outs, dim=0), torch.cat(spatial, dim=0)
         return torch.cat(outs, dim=0)
 
     def _image_frame_masks(self, s: torch.Tensor, o: torch.Tensor, hw: torch.Tensor) -> torch.Tensor:

@@ -76,7 +76,8 @@ class RelationHead(nn.Module):
         if self.use_union_features:
             self.union_feature_extractor = UnionFeatureExtractor(
                 box_roi_pool, box_head, in_channels=in_channels, pool_all_levels=pool_all_levels,
-                rect_size=rect_size, mask_frame=mask_frame, chunk_size=union_chunk_size)
+                rect_size=rect_size, mask_frame=mask_frame, chunk_size=union_chunk_size,
+                separate_spatial=bool(getattr(predictor, "separate_spatial", False)))
         else:
             self.union_feature_extractor = None
         self.predictor = predictor

@@ -72,10 +72,11 @@ Reference quirks (SGB HEAD 6f75881; what this module does):
   built; NIE == 0 as for motifs / vctree), other protocols commit to the argmax over 1..C.
 * **Pd == MLP_HEAD_DIM assertion**: DROPPED. The union feature only enters ``vis_compress``, which
   is ``Linear(U, R)``; with U == Pd (SGB's only allowed case) the model is SGB's.
-* **SEPARATE_SPATIAL** needs a union feature extractor that returns ``(region, spatial [M, Pd])``;
-  the predictor accepts that tuple as ``union_features`` (``separate_spatial=True``), but sgg's
-  :class:`~sgg.modeling.relation.features.UnionFeatureExtractor` returns one tensor, so
-  :meth:`from_config` rejects the key.
+* **SEPARATE_SPATIAL**: as SGB. The head's
+  :class:`~sgg.modeling.relation.features.UnionFeatureExtractor` then returns ``(region, spatial
+  [M, Pd])`` (its ``spatial_fc``, SGB's layers) and the context representation is multiplied by the
+  spatial part; the head builds that extractor for a predictor whose ``separate_spatial`` is True.
+  Like SGB, the spatial part is ``Pd = MLP_HEAD_DIM`` wide, so ``CONTEXT_POOLING_DIM`` must equal it.
 * **Averages**: SGB tracks the context-input averages only when EFFECT_ANALYSIS is on during
   training (a model trained without it cannot do TDE) and updates the decoder-input average also in
   PredCls, where no decoder reads it. FIXED: every average is tracked in every training step
@@ -322,17 +323,18 @@ class CausalAnalysisPredictor(nn.Module):
         """``MODEL.ROI_RELATION_HEAD.CAUSAL.*`` and the context keys; ``rel_classes`` is not used."""
         rh = cfg.MODEL.ROI_RELATION_HEAD
         causal = rh.CAUSAL
-        if causal.SEPARATE_SPATIAL:
-            raise ValueError("MODEL.ROI_RELATION_HEAD.CAUSAL.SEPARATE_SPATIAL needs a union feature extractor that "
-                             "returns the spatial (rectangle) feature separately; sgg's UnionFeatureExtractor "
-                             "adds it to the pooled union feature. Set it False.")
+        if causal.SEPARATE_SPATIAL and union_dim is not None and union_dim != rh.CONTEXT_POOLING_DIM:
+            raise ValueError(f"MODEL.ROI_RELATION_HEAD.CAUSAL.SEPARATE_SPATIAL multiplies the context "
+                             f"(CONTEXT_POOLING_DIM {rh.CONTEXT_POOLING_DIM}) by the spatial feature, which is "
+                             f"MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM ({union_dim}) wide: set them equal (SGB: 4096) "
+                             f"or SEPARATE_SPATIAL False")
         return cls(
             num_obj_classes=num_obj_classes, num_rel_classes=num_rel_classes, in_channels=in_channels,
             hidden_dim=rh.CONTEXT_HIDDEN_DIM, pooling_dim=rh.CONTEXT_POOLING_DIM, embed_dim=rh.EMBED_DIM,
             obj_classes=obj_classes, pred_dist=pred_dist, word_vectors=word_vectors, mode=mode,
             union_dim=union_dim, context_layer=causal.CONTEXT_LAYER, fusion_type=causal.FUSION_TYPE,
             effect_type=causal.EFFECT_TYPE, effect_analysis=causal.EFFECT_ANALYSIS,
-            spatial_for_vision=causal.SPATIAL_FOR_VISION, separate_spatial=False,
+            spatial_for_vision=causal.SPATIAL_FOR_VISION, separate_spatial=causal.SEPARATE_SPATIAL,
             dropout_rate=rh.CONTEXT_DROPOUT_RATE, obj_layers=rh.CONTEXT_OBJ_LAYER, rel_layers=rh.CONTEXT_REL_LAYER,
             later_nms_thresh=cfg.TEST.RELATION.LATER_NMS_PREDICTION_THRES, tree_score=rh.VCTREE.TREE_SCORE,
             vtranse_labels=causal.VTRANSE_LABELS,
