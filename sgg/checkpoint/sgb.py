@@ -604,7 +604,8 @@ def sgb_convention_mismatches(model: nn.Module) -> List[str]:
 def convert_checkpoint_file(src: str, dst: str, *, reverse: bool = False,
                             model_state: Optional[Mapping[str, torch.Tensor]] = None,
                             prefix: str = "", allow_unplaced: bool = False,
-                            metadata: Optional[Mapping[str, Any]] = None) -> Dict[str, List]:
+                            metadata: Optional[Mapping[str, Any]] = None,
+                            loaded: Optional[Mapping[str, Any]] = None) -> Dict[str, List]:
     """Convert a detector (or, with a relation model's ``model_state``, a whole relation-model)
     checkpoint file (``tools/convert_sgb_checkpoint.py``).
 
@@ -620,7 +621,8 @@ def convert_checkpoint_file(src: str, dst: str, *, reverse: bool = False,
     relation heads or anchors) raise :class:`UnplacedTensorsError` and nothing is written, unless
     ``allow_unplaced`` (then the partial file is written and the caller warns). Written atomically,
     with a ``.sha256`` sidecar; ``metadata`` (the model's class / predicate names, protocol, ...)
-    is written beside ``model`` when given. Returns the report (see :func:`sgb_to_sgg_state_dict`; for
+    is written beside ``model`` when given. ``loaded``: the object ``src`` holds when the caller has
+    already read it (the file is then not read again). Returns the report (see :func:`sgb_to_sgg_state_dict`; for
     ``reverse`` the pairs are ``(sgg_key, sgb_key)``, ``skipped`` lists dropped
     ``num_batches_tracked`` buffers and ``unplaced`` the keys the config's detector lacks).
 
@@ -635,9 +637,11 @@ def convert_checkpoint_file(src: str, dst: str, *, reverse: bool = False,
     from .files import load_checkpoint_file
     from .sgb_relation import is_relation_model_state
 
-    if not os.path.isfile(src):
-        raise FileNotFoundError(f"checkpoint file not found: '{src}'")
-    obj = load_checkpoint_file(src)
+    if loaded is None:
+        if not os.path.isfile(src):
+            raise FileNotFoundError(f"checkpoint file not found: '{src}'")
+        loaded = load_checkpoint_file(src)
+    obj = loaded
     state = _state_of(obj)
     if not (isinstance(state, Mapping) and state and all(torch.is_tensor(v) for v in state.values())):
         raise CheckpointError(f"'{src}' is not a model checkpoint: expected a state dict (under 'model' or "

@@ -33,9 +33,10 @@ from sgg.modeling.detector import build_detector
 from sgg.checkpoint.sgb import convert_checkpoint_file, format_report
 
 
-def _is_sgb_relation_file(path: str) -> bool:
-    """Whether ``path`` holds a whole SGB relation model (maskrcnn_benchmark names with
-    ``roi_heads.relation.*``). Unreadable / missing files answer False: the conversion reports them."""
+def _read_if_sgb_relation(path: str):
+    """The loaded checkpoint object when ``path`` holds a whole SGB relation model (maskrcnn_benchmark
+    names with ``roi_heads.relation.*``), else None. Unreadable / missing files answer None: the
+    conversion reports them."""
     import os
 
     from sgg.checkpoint import load_checkpoint_file
@@ -43,15 +44,17 @@ def _is_sgb_relation_file(path: str) -> bool:
     from sgg.checkpoint.sgb_relation import SGB_RELATION
 
     if not os.path.isfile(path):
-        return False
+        return None
     try:
         obj = load_checkpoint_file(path)
     except CheckpointError:
-        return False
+        return None
     state = obj.get("model", obj) if isinstance(obj, dict) else {}
     if not isinstance(state, dict) or not is_sgb_checkpoint(state):
-        return False
-    return any(k.startswith(SGB_RELATION) or k.startswith("module." + SGB_RELATION) for k in state)
+        return None
+    if any(k.startswith(SGB_RELATION) or k.startswith("module." + SGB_RELATION) for k in state):
+        return obj
+    return None
 
 
 def _relation_model(cfg):
@@ -88,7 +91,8 @@ def main(argv=None, prog=None) -> int:
     args = parse_args(argv, prog)
     try:
         model_state, metadata, what = None, None, "detector"
-        relation = not args.reverse and _is_sgb_relation_file(args.input)
+        loaded = None if args.reverse else _read_if_sgb_relation(args.input)  # read once, converted below
+        relation = loaded is not None
         if relation and not (args.config_file or args.opts):
             raise ConfigError(f"'{args.input}' is a whole SGB relation model (roi_heads.relation.* keys): its "
                               f"conversion needs the relation model it is for. Pass --config-file (with the "
@@ -103,7 +107,7 @@ def main(argv=None, prog=None) -> int:
                 model_state = build_detector(cfg).state_dict()
         report = convert_checkpoint_file(args.input, args.output, reverse=args.reverse,
                                          model_state=model_state, prefix=args.prefix,
-                                         allow_unplaced=args.allow_unplaced, metadata=metadata)
+                                         allow_unplaced=args.allow_unplaced, metadata=metadata, loaded=loaded)
     except (FileNotFoundError, CheckpointError, ConfigError, KeyError, ValueError) as e:
         print(f"convert_sgb_checkpoint: error: {e}", file=sys.stderr)
         return 1
