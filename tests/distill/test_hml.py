@@ -3,6 +3,7 @@ files, config, and the pieces on a real (tiny) RelationHead with MotifPredictor.
 import copy
 import json
 import math
+import logging
 import os
 from collections import OrderedDict
 
@@ -16,6 +17,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from sgg.config import ConfigError, load_config
 from sgg.data.synthvg import predicate_hierarchy
 from sgg.distill import (
+    HIERARCHY_FILE,
     IGNORE_INDEX,
     STAGE1_FILE,
     HMLLoss,
@@ -186,6 +188,21 @@ def test_build_hierarchy_from_config(tmp_path):
     path.write_text(json.dumps({"coarse": ["a"], "parent": {"c": "a"}}))
     cfg = load_config(opts=["MODEL.HML.HIERARCHY", str(path)])
     assert build_hierarchy(cfg, stats).parent == [0, 1, 0, 1, 0]
+
+
+def test_frequency_split_warns_when_the_dataset_declares_a_hierarchy(tmp_path, caplog):
+    stats = {"predicate_counts": torch.tensor([0, 3, 9, 1, 7]), "rel_classes": ["__background__", "a", "b", "c", "d"]}
+    cfg = load_config(opts=["MODEL.HML.NUM_COARSE", "2"])
+    with caplog.at_level(logging.WARNING, logger="sgg.distill.hml.hierarchy"):
+        build_hierarchy(cfg, stats, dataset_dir=str(tmp_path))
+    assert "HIERARCHY dataset" not in caplog.text  # nothing declared: no hint
+    (tmp_path / HIERARCHY_FILE).write_text(json.dumps({"coarse": ["a", "c"], "parent": {"b": "a"}}))
+    with caplog.at_level(logging.WARNING, logger="sgg.distill.hml.hierarchy"):
+        hier = build_hierarchy(cfg, stats, dataset_dir=str(tmp_path))
+    assert hier.coarse_names == ["b", "d"]  # the key still decides
+    assert "set MODEL.HML.HIERARCHY dataset" in caplog.text and HIERARCHY_FILE in caplog.text
+    cfg = load_config(opts=["MODEL.HML.HIERARCHY", "dataset"])
+    assert build_hierarchy(cfg, stats, dataset_dir=str(tmp_path)).coarse_names == ["a", "c"]
 
 
 # ----------------------------------------------------------------------------- stage-1 targets
