@@ -33,28 +33,31 @@ from sgg.modeling.detector import build_detector
 from sgg.checkpoint.sgb import convert_checkpoint_file, format_report
 
 
-def _read_if_sgb_relation(path: str):
-    """The loaded checkpoint object when ``path`` holds a whole SGB relation model (maskrcnn_benchmark
-    names with ``roi_heads.relation.*``), else None. Unreadable / missing files answer None: the
-    conversion reports them."""
+def _read_checkpoint(path: str):
+    """The object ``path`` holds, or None when it is missing or unreadable (the conversion then
+    reports that with its own error)."""
     import os
 
     from sgg.checkpoint import load_checkpoint_file
-    from sgg.checkpoint.sgb import is_sgb_checkpoint
-    from sgg.checkpoint.sgb_relation import SGB_RELATION
 
     if not os.path.isfile(path):
         return None
     try:
-        obj = load_checkpoint_file(path)
+        return load_checkpoint_file(path)
     except CheckpointError:
         return None
+
+
+def _is_sgb_relation(obj) -> bool:
+    """Whether a loaded checkpoint is a whole SGB relation model (maskrcnn_benchmark names with
+    ``roi_heads.relation.*``)."""
+    from sgg.checkpoint.sgb import is_sgb_checkpoint
+    from sgg.checkpoint.sgb_relation import SGB_RELATION
+
     state = obj.get("model", obj) if isinstance(obj, dict) else {}
     if not isinstance(state, dict) or not is_sgb_checkpoint(state):
-        return None
-    if any(k.startswith(SGB_RELATION) or k.startswith("module." + SGB_RELATION) for k in state):
-        return obj
-    return None
+        return False
+    return any(k.startswith(SGB_RELATION) or k.startswith("module." + SGB_RELATION) for k in state)
 
 
 def _relation_model(cfg):
@@ -91,8 +94,8 @@ def main(argv=None, prog=None) -> int:
     args = parse_args(argv, prog)
     try:
         model_state, metadata, what = None, None, "detector"
-        loaded = None if args.reverse else _read_if_sgb_relation(args.input)  # read once, converted below
-        relation = loaded is not None
+        loaded = _read_checkpoint(args.input)  # read once: inspected here, converted below
+        relation = not args.reverse and loaded is not None and _is_sgb_relation(loaded)
         if relation and not (args.config_file or args.opts):
             raise ConfigError(f"'{args.input}' is a whole SGB relation model (roi_heads.relation.* keys): its "
                               f"conversion needs the relation model it is for. Pass --config-file (with the "

@@ -284,14 +284,11 @@ class PredicateHierarchy:
                 f"{len(self.fine_ids)} fine)")
 
 
-def _train_dir_or_none(cfg: CN) -> Optional[str]:
-    """The folder of DATASETS.TRAIN[0], or None when the catalog does not know it (only for a hint)."""
+def _train_dir(cfg: CN) -> str:
+    """The folder of DATASETS.TRAIN[0] (where a dataset declares its hierarchy)."""
     from sgg.data.catalog import get_dataset_files
 
-    try:
-        return get_dataset_files(cfg.DATASETS.TRAIN[0], cfg.DATASETS.DATA_DIR).root
-    except Exception:  # noqa: BLE001 - a hint only; the dataset's own errors come when it is built
-        return None
+    return get_dataset_files(cfg.DATASETS.TRAIN[0], cfg.DATASETS.DATA_DIR).root
 
 
 def build_hierarchy(cfg: CN, statistics: Mapping[str, Any], dataset_dir: Optional[str] = None) -> PredicateHierarchy:
@@ -302,18 +299,19 @@ def build_hierarchy(cfg: CN, statistics: Mapping[str, Any], dataset_dir: Optiona
     names = statistics.get("rel_classes")
     if spec == "frequency":
         hier = PredicateHierarchy.from_frequency(statistics["predicate_counts"], cfg.MODEL.HML.NUM_COARSE, names)
-        declared = dataset_dir if dataset_dir is not None else _train_dir_or_none(cfg)
+        declared = dataset_dir
+        if declared is None:
+            try:
+                declared = _train_dir(cfg)
+            except Exception:  # noqa: BLE001 - only for the hint below; the dataset's errors come when it is built
+                declared = None
         if declared is not None and os.path.isfile(os.path.join(declared, HIERARCHY_FILE)):
             logger.warning("MODEL.HML.HIERARCHY frequency: the %d most frequent train predicates are coarse, although "
                            "%s declares a predicate hierarchy (%s). Rare predicates that the dataset calls coarse "
                            "are then learnt only in the class-balanced stage 2; set MODEL.HML.HIERARCHY dataset to "
                            "use the declared one", cfg.MODEL.HML.NUM_COARSE, declared, HIERARCHY_FILE)
     elif spec == "dataset":
-        if dataset_dir is None:
-            from sgg.data.catalog import get_dataset_files
-
-            dataset_dir = get_dataset_files(cfg.DATASETS.TRAIN[0], cfg.DATASETS.DATA_DIR).root
-        hier = PredicateHierarchy.from_dataset_dir(dataset_dir, names)
+        hier = PredicateHierarchy.from_dataset_dir(dataset_dir if dataset_dir is not None else _train_dir(cfg), names)
     else:
         hier = PredicateHierarchy.from_file(spec, names)
     logger.info("HML predicate hierarchy (%s): %d coarse %s, %d fine", spec, len(hier.coarse_ids),
